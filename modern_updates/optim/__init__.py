@@ -1,0 +1,3 @@
+"Part 1 of the book: optimizers, each a small update rule on one shared base."
+from .base import TensorList, UpdateRuleOptimizer
+from .sgd import SGD

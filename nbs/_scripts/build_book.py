@@ -1,0 +1,77 @@
+"""Build the HTML book with Jupyter Book 1.x from the nbdev notebooks.
+
+1. Copy the notebooks named in nbs/_toc.yml to a build folder, turning nbdev directives into
+   Jupyter Book tags (nbdev_directives.py) so that no directive shows and hidden cells stay hidden.
+2. Run `jupyter-book build` on the copy. It executes every notebook, so figures are computed now.
+   A cell that raises or any Sphinx warning fails the build.
+3. Print the path of index.html.
+"""
+import argparse
+import configparser
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nbdev_directives import split_directives, tags_for
+
+NBS = Path(__file__).resolve().parents[1]
+ROOT = NBS.parent
+BOOK_FILES = ['_config.yml', '_toc.yml', 'references.bib']
+# nbdev's show_doc opens with a horizontal rule and a heading, which Sphinx rejects inside a cell's
+# output. In the book, a hidden first cell gives it a renderer without them.
+SHOW_DOC_FOR_SPHINX = """\
+import nbdev.showdoc
+class _SphinxRenderer(nbdev.showdoc.MarkdownRenderer):
+    def _repr_markdown_(self): return f'**`{self.nm}`**\\n\\n' + super()._repr_markdown_()
+nbdev.showdoc.BasicMarkdownRenderer = _SphinxRenderer"""
+BIBLIOGRAPHY_PAGE = '# References\n\n```{bibliography}\n:all:\n```\n'
+
+
+def convert(nb_path, out_path, skip_flags):
+    "Write a copy of the notebook whose code cells carry Jupyter Book tags instead of nbdev directives."
+    nb = json.loads(nb_path.read_text(encoding='utf-8'))
+    for cell in nb['cells']:
+        if cell['cell_type'] != 'code': continue
+        source = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
+        directives, cell['source'] = split_directives(source)
+        if tags := tags_for(directives, skip_flags):
+            cell.setdefault('metadata', {})['tags'] = tags
+    if any('show_doc(' in ''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code'):
+        nb['cells'].insert(0, {'cell_type': 'code', 'execution_count': None, 'id': 'sphinx-show-doc',
+                               'metadata': {'tags': ['remove-cell']}, 'outputs': [], 'source': SHOW_DOC_FOR_SPHINX})
+    out_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='_build/book', help='build folder, relative to the repository root')
+    args = parser.parse_args()
+    out = ROOT / args.out
+    src = out / 'src'
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+
+    ini = configparser.ConfigParser(delimiters=['='])
+    ini.read(ROOT / 'settings.ini')
+    skip_flags = ini['DEFAULT'].get('tst_flags', '').split()
+
+    for name in BOOK_FILES: shutil.copy(NBS / name, src / name)
+    (src / 'references.md').write_text(BIBLIOGRAPHY_PAGE, encoding='utf-8')
+    for nb_path in sorted(NBS.glob('*.ipynb')):
+        convert(nb_path, src / nb_path.name, skip_flags)
+
+    start = time.time()
+    cmd = [str(Path(sys.executable).parent / 'jupyter-book'), 'build', str(src), '--path-output', str(out),
+           '--warningiserror', '--keep-going']
+    result = subprocess.run(cmd)
+    if result.returncode != 0:
+        sys.exit(f'The book did not build (exit code {result.returncode}); see the messages above.')
+    index = out / '_build' / 'html' / 'index.html'
+    print(f'Built the book in {time.time() - start:.0f} s: {index}')
+
+
+if __name__ == '__main__':
+    main()

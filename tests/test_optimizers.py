@@ -1,0 +1,218 @@
+"""Every optimizer of the table in optimizer_cases.py against its reference, and against itself."""
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from conftest import DEVICES
+from optimizer_cases import CASES
+
+CONFIGS = [pytest.param(case, config, id=f'{case.name}-{i}') for case in CASES for i, config in enumerate(case.configs)]
+STEPS = 35
+
+
+def make_params(dtype=torch.float32, device='cpu'):
+    "Four parameters, one of them not contiguous."
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(4, 3, generator=g, dtype=dtype), torch.randn(5, generator=g, dtype=dtype),
+               torch.randn(6, 4, generator=g, dtype=dtype).t(), torch.randn(3, generator=g, dtype=dtype)]
+    params = [t.to(device).requires_grad_() for t in tensors]
+    assert not params[2].is_contiguous()
+    return params
+
+
+def param_groups(params, lr):
+    "Two groups with their own learning rates."
+    return [{'params': params[:2]}, {'params': params[2:], 'lr': lr / 2}]
+
+
+def compute_grads(params, step):
+    "Fill in the gradients of a noisy non-convex loss; the last parameter has none on odd steps."
+    for p in params: p.grad = None
+    g = torch.Generator().manual_seed(1000 + step)
+    used = params if step % 2 == 0 else params[:-1]
+    loss = sum(((p - torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device)) ** 2).sum() / 2 + p.sin().sum()
+               for p in used)
+    loss.backward()
+
+
+def train(make_opt, params, steps, start=0, scheduler=None):
+    opt = make_opt(params)
+    sched = scheduler(opt) if scheduler else None
+    trace = []
+    for t in range(start, start + steps):
+        compute_grads(params, t)
+        opt.step()
+        if sched: sched.step()
+        trace.append({k: v for k, v in opt.param_groups[0].items() if k in ('lr', 'momentum', 'betas')})
+    return opt, trace
+
+
+def detached(params): return [p.detach().clone() for p in params]
+
+
+def assert_all_close(actual, expected, exact=False, **kw):
+    for a, e in zip(actual, expected):
+        if exact: assert torch.equal(a, e), (a - e).abs().max()
+        else: torch.testing.assert_close(a, e, **kw)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('foreach', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_matches_reference(case, config, dtype, foreach, device):
+    ours, theirs = make_params(dtype, device), make_params(dtype, device)
+    train(lambda ps: case.ours(param_groups(ps, config['lr']), foreach=foreach, **config), ours, STEPS)
+    ref_kwargs = case.reference_kwargs(config)
+    train(lambda ps: case.reference(param_groups(ps, config['lr']), **ref_kwargs), theirs, STEPS)
+    assert_all_close(detached(ours), detached(theirs))
+
+
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_foreach_path_equals_per_tensor_path(case, config):
+    single, multi = make_params(), make_params()
+    train(lambda ps: case.ours(param_groups(ps, config['lr']), foreach=False, **config), single, STEPS)
+    train(lambda ps: case.ours(param_groups(ps, config['lr']), foreach=True, **config), multi, STEPS)
+    assert_all_close(detached(multi), detached(single), exact=True)
+
+
+def save_and_load(opt):
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_resume_from_state_dict_is_exact(case, config, dtype):
+    make = lambda ps: case.ours(param_groups(ps, config['lr']), **config)
+    straight = make_params(dtype)
+    train(make, straight, 2 * STEPS)
+
+    resumed = make_params(dtype)
+    opt, _ = train(make, resumed, STEPS)
+    saved = save_and_load(opt)
+    fresh = [p.detach().clone().requires_grad_() for p in resumed]  # a new process would rebuild the parameters
+    opt = make(fresh)
+    opt.load_state_dict(saved)
+    for p in fresh:
+        for key, value in opt.state[p].items():
+            if key == 'step': assert value.dtype == torch.float32 and value.device.type == 'cpu'
+            else: assert value.dtype == p.dtype and value.device == p.device, key
+    train(lambda ps: opt, fresh, STEPS, start=STEPS)
+    assert_all_close(detached(fresh), detached(straight), exact=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_state_follows_parameters_to_another_device(case, config):
+    make = lambda ps: case.ours(param_groups(ps, config['lr']), **config)
+    on_cpu = make_params()
+    opt, _ = train(make, on_cpu, STEPS)
+    on_gpu = [p.detach().cuda().requires_grad_() for p in on_cpu]
+    opt_gpu = make(on_gpu)
+    opt_gpu.load_state_dict(save_and_load(opt))
+    for p in on_gpu:
+        assert all(v.is_cuda for k, v in opt_gpu.state[p].items() if k != 'step')
+    train(lambda ps: opt, on_cpu, STEPS, start=STEPS)
+    train(lambda ps: opt_gpu, on_gpu, STEPS, start=STEPS)
+    assert_all_close([p.cpu() for p in detached(on_gpu)], detached(on_cpu))
+
+
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_reference_can_resume_from_our_state_dict(case, config):
+    "Our checkpoints are in torch's format: the reference optimizer carries on from them."
+    ours = make_params()
+    opt, _ = train(lambda ps: case.ours(param_groups(ps, config['lr']), **config), ours, STEPS)
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    ref = case.reference(param_groups(theirs, config['lr']), **case.reference_kwargs(config))
+    ref.load_state_dict(save_and_load(opt))
+    train(lambda ps: opt, ours, STEPS, start=STEPS)
+    train(lambda ps: ref, theirs, STEPS, start=STEPS)
+    assert_all_close(detached(ours), detached(theirs))
+
+
+SCHEDULERS = {
+    'StepLR': lambda opt, case: torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5),
+    'OneCycleLR': lambda opt, case: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.1, total_steps=STEPS, cycle_momentum=case.momentum_key is not None),
+}
+
+
+@pytest.mark.parametrize('scheduler', SCHEDULERS)
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_schedulers_drive_it_as_they_drive_the_reference(case, config, scheduler):
+    if scheduler == 'OneCycleLR' and case.momentum_key == 'momentum' and not config.get('momentum'):
+        pytest.skip('OneCycleLR cycles the momentum, and this configuration has none')
+    make_sched = lambda opt: SCHEDULERS[scheduler](opt, case)
+    ours, theirs = make_params(), make_params()
+    _, our_trace = train(lambda ps: case.ours(param_groups(ps, config['lr']), **config), ours, STEPS, scheduler=make_sched)
+    _, ref_trace = train(lambda ps: case.reference(param_groups(ps, config['lr']), **case.reference_kwargs(config)),
+                         theirs, STEPS, scheduler=make_sched)
+    assert our_trace == ref_trace
+    if scheduler == 'OneCycleLR' and case.momentum_key:
+        assert len({str(t[case.momentum_key]) for t in our_trace}) > 5, 'the momentum was not cycled'
+    assert_all_close(detached(ours), detached(theirs))
+
+
+BAD = [pytest.param(case, kwargs, message, id=f'{case.name}-{message}') for case in CASES for kwargs, message in case.bad]
+
+
+@pytest.mark.parametrize('case,kwargs,message', BAD)
+def test_bad_hyperparameter_is_named(case, kwargs, message):
+    with pytest.raises(ValueError, match=f'^{case.name}: ') as info:
+        case.ours(make_params(), **kwargs)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize('case,kwargs,message', BAD)
+def test_bad_hyperparameter_in_a_param_group_is_named(case, kwargs, message):
+    params = make_params()
+    with pytest.raises(ValueError) as info:
+        case.ours([{'params': params[:2]}, {'params': params[2:], **kwargs}])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: c.name)
+def test_bad_params(case):
+    with pytest.raises(TypeError, match='single tensor'):
+        case.ours(torch.zeros(3, requires_grad=True))
+    with pytest.raises(ValueError, match='empty parameter list'):
+        case.ours([])
+    with pytest.raises(ValueError, match='complex parameters'):
+        case.ours([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
+    with pytest.raises(ValueError, match='unknown hyper-parameter'):
+        case.ours([{'params': make_params(), 'learning_rate': 0.1}])
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: c.name)
+def test_sparse_gradient_is_rejected(case):
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    emb(torch.tensor([1, 3])).sum().backward()
+    opt = case.ours(emb.parameters(), **case.configs[0])
+    with pytest.raises(RuntimeError, match='sparse gradients'):
+        opt.step()
+
+
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_closure_loss_is_returned_and_params_without_grad_are_untouched(case, config):
+    params = make_params()
+    frozen = torch.ones(3, requires_grad=True)
+    opt = case.ours([{'params': params + [frozen]}], **config)
+    def closure():
+        compute_grads(params, 0)
+        return torch.tensor(1.5)
+    assert opt.step(closure).item() == 1.5
+    assert torch.equal(frozen.detach(), torch.ones(3)) and frozen not in opt.state
+    assert all(int(opt.state[p]['step']) == 1 for p in params)
+
+
+@pytest.mark.parametrize('case,config', CONFIGS)
+def test_deepcopy_and_pickle_keep_working(case, config):
+    opt, _ = train(lambda ps: case.ours(ps, **config), make_params(), 3)
+    for clone in [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]:
+        assert clone.state_dict()['param_groups'] == opt.state_dict()['param_groups']
+        assert clone.state_dict()['state'].keys() == opt.state_dict()['state'].keys()
