@@ -28,7 +28,8 @@ class SGD(UpdateRuleOptimizer):
     hyper_checks = dict(momentum=in_interval(0, 1), dampening=in_interval(0, 1), nesterov=is_flag, ema=is_flag)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False, foreach=None, decoupled_weight_decay=False, ema=False):
+                 maximize=False, foreach=None, decoupled_weight_decay=False, max_grad_norm=None, max_grad_value=None,
+                 ema=False):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):

@@ -9,6 +9,7 @@
 import argparse
 import configparser
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -45,9 +46,18 @@ def convert(nb_path, out_path, skip_flags):
     out_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
 
 
+def check_no_directive_shown(html_dir):
+    "Fail if a code block of the rendered book still shows an nbdev directive."
+    shown = [page.name for page in html_dir.glob('*.html')
+             if re.search(r'<pre>(?:<span></span>)?(?:<span class="c1">)?#\s*\|', page.read_text(encoding='utf-8'))]
+    if shown: sys.exit(f'nbdev directives are visible in: {shown}')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='_build/book', help='build folder, relative to the repository root')
+    parser.add_argument('--only', nargs='+', metavar='NOTEBOOK',
+                        help='a quick draft: the landing page and these notebooks (names without .ipynb)')
     args = parser.parse_args()
     out = ROOT / args.out
     src = out / 'src'
@@ -59,6 +69,9 @@ def main():
     skip_flags = ini['DEFAULT'].get('tst_flags', '').split()
 
     for name in BOOK_FILES: shutil.copy(NBS / name, src / name)
+    if args.only:
+        chapters = ''.join(f'  - file: {name}\n' for name in args.only + ['references'])
+        (src / '_toc.yml').write_text(f'format: jb-book\nroot: index\nchapters:\n{chapters}', encoding='utf-8')
     (src / 'references.md').write_text(BIBLIOGRAPHY_PAGE, encoding='utf-8')
     for nb_path in sorted(NBS.glob('*.ipynb')):
         convert(nb_path, src / nb_path.name, skip_flags)
@@ -69,6 +82,7 @@ def main():
     result = subprocess.run(cmd)
     if result.returncode != 0:
         sys.exit(f'The book did not build (exit code {result.returncode}); see the messages above.')
+    check_no_directive_shown(out / '_build' / 'html')
     index = out / '_build' / 'html' / 'index.html'
     print(f'Built the book in {time.time() - start:.0f} s: {index}')
 
