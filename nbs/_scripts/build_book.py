@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from nbdev_directives import split_directives, tags_for
 
 NBS = Path(__file__).resolve().parents[1]
@@ -46,6 +48,20 @@ def convert(nb_path, out_path, skip_flags):
     out_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
 
 
+def bundle_mathjax(src):
+    "Ship MathJax with the book (from the django-static-mathjax dev dependency): math renders with no CDN."
+    import mathjax
+    es5 = Path(mathjax.__file__).parent / 'static' / 'mathjax' / 'es5'
+    unused = shutil.ignore_patterns('tex-svg*', 'tex-chtml*', 'mml-*', 'tex-mml-svg.js', 'node-main.js')
+    # Not in src/_static: Jupyter Book would add a <script> tag for every .js file there.
+    shutil.copytree(es5, src / '_mathjax' / 'mathjax', ignore=unused)
+    config_path = src / '_config.yml'
+    config = yaml.safe_load(config_path.read_text(encoding='utf-8'))
+    sphinx_config = config.setdefault('sphinx', {}).setdefault('config', {})
+    sphinx_config.update(mathjax_path='mathjax/tex-mml-chtml.js', html_static_path=['_mathjax'])
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding='utf-8')
+
+
 def check_no_directive_shown(html_dir):
     "Fail if a code block of the rendered book still shows an nbdev directive."
     shown = [page.name for page in html_dir.glob('*.html')
@@ -69,6 +85,7 @@ def main():
     skip_flags = ini['DEFAULT'].get('tst_flags', '').split()
 
     for name in BOOK_FILES: shutil.copy(NBS / name, src / name)
+    bundle_mathjax(src)
     if args.only:
         chapters = ''.join(f'  - file: {name}\n' for name in args.only + ['references'])
         (src / '_toc.yml').write_text(f'format: jb-book\nroot: index\nchapters:\n{chapters}', encoding='utf-8')
