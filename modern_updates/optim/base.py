@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..clip import clip_grad_norm_, clip_grad_value_
+
 # %% ../../nbs/00_optimizer_base.ipynb #8f1c9f40
 def _tensors(x):
     "The list behind a `TensorList`; anything else (a number, a list of numbers) as it is."
@@ -124,7 +126,7 @@ _TORCH_GROUP_KEYS = {'params', 'initial_lr', 'max_lr', 'min_lr', 'base_momentum'
 
 class UpdateRuleOptimizer(torch.optim.Optimizer):
     "A `torch.optim.Optimizer` defined by an update rule; handles groups, state, checks, weight decay and the foreach path."
-    rule: Callable = None   # rule(grad, *buffers, step, **hyper) -> direction
+    rule: Callable = None   # rule(grad, **state_tensors, step, **hyper) -> direction
     hyper_checks: dict = {}  # a subclass's own hyper-parameters and their checks
     common_checks = dict(lr=in_interval(0), weight_decay=in_interval(0), maximize=is_flag, foreach=is_flag_or_none,
                          decoupled_weight_decay=is_decay_mode, max_grad_norm=none_or(in_interval(0, low_open=True)),
@@ -208,20 +210,20 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if decay != 0 and decoupled is True: param.mul_(1 - lr * decay)                 # torch: θ(1 − ηλ)
         if decay != 0 and decoupled == 'schedule':                                       # paper: θ(1 − (η_t/η_0) λ)
             param.mul_(1 - lr / _as_real(group.get('initial_lr', lr)) * decay)
-        direction = self.rule(grad, *buffers, step=step, **{k: group[k] for k in self._hyper_names})
+        direction = self.rule(grad, **buffers, step=step, **{k: group[k] for k in self._hyper_names})
         param.add_(direction, alpha=-lr)
 
-    def _buffers(self, states):
-        present = [k for k in self._buffer_names if k in states[0]]
-        return [[s[k] for s in states] for k in present]
+    def _buffers(self, states, gather):
+        "The rule's state tensors that `states` hold, by name, each gathered into one argument by `gather`."
+        return {k: gather([s[k] for s in states]) for k in self._buffer_names if k in states[0]}
 
     def _clip_gradients(self):
         "The optimizer-wide clipping of `max_grad_value` (each coordinate) then `max_grad_norm` (the global norm)."
         max_norm, max_value = self.param_groups[0]['max_grad_norm'], self.param_groups[0]['max_grad_value']
         if max_norm is None and max_value is None: return
         params = [p for group in self.param_groups for p in group['params'] if p.grad is not None]
-        if max_value is not None: torch.nn.utils.clip_grad_value_(params, max_value)
-        if max_norm is not None: torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=True)
+        if max_value is not None: clip_grad_value_(params, max_value)
+        if max_norm is not None: clip_grad_norm_(params, max_norm, error_if_nonfinite=True)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -240,7 +242,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             if not foreach:
                 for p, g, s in zip(params, grads, states):
                     s['step'] += 1
-                    self._update(group, p, g, [b[0] for b in self._buffers([s])], int(s['step']))
+                    self._update(group, p, g, self._buffers([s], gather=lambda ts: ts[0]), int(s['step']))
                 continue
             torch._foreach_add_([s['step'] for s in states], 1)
             batches = {}
@@ -248,5 +250,5 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 batches.setdefault((p.device, p.dtype, int(s['step'])), []).append((p, g, s))
             for (_, _, step), batch in batches.items():
                 ps, gs, ss = zip(*batch)
-                self._update(group, TensorList(ps), TensorList(gs), [TensorList(b) for b in self._buffers(ss)], step)
+                self._update(group, TensorList(ps), TensorList(gs), self._buffers(ss, gather=TensorList), step)
         return loss
