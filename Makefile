@@ -14,6 +14,7 @@ help:
 	@echo "make test-slow  nbdev_test including the cells flagged #| slow"
 	@echo "make export     nbdev_export, then regenerate README.md from nbs/index.ipynb"
 	@echo "make clean-nbs  strip outputs and metadata from the notebooks (nbdev_clean)"
+	@echo "make bench      run the full optimizer benchmark (under 10 min on 2 cores), writing nbs/results/benchmark_full.json"
 
 $(STAMP): setup.py settings.ini constraints-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --flags slow --timing
+
+# The chapter "Which optimizer?" reads this file; commit it after a run.
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m modern_updates.benchmark --config full --jobs 2 --out nbs/results/benchmark_full.json
 
 clean:
 	rm -rf _build _docs _proc build dist *.egg-info

@@ -1,0 +1,69 @@
+"The benchmark: deterministic problems, DeepOBS's quadratic_deep spectrum, the protocol, the records, bad names."
+import math
+
+import pytest
+import torch
+
+from modern_updates.benchmark import (PROBLEMS, available_optimizers, make_problem, run_benchmark, sample_hparams,
+                                      train_run)
+from modern_updates.benchmark.problems import LegacyRandomState, quadratic_deep_hessian
+
+
+def _first_batches(problem, n=3):
+    return [t for batch, _ in zip(problem.batches(), range(n)) for t in batch]
+
+
+@pytest.mark.parametrize('name', list(PROBLEMS))
+def test_problem_is_deterministic_for_a_seed(name):
+    a, b, c = make_problem(name, seed=5), make_problem(name, seed=5), make_problem(name, seed=6)
+    for s, t in zip(a.model.state_dict().values(), b.model.state_dict().values()): assert torch.equal(s, t)
+    assert all(torch.equal(s, t) for s, t in zip(_first_batches(a), _first_batches(b)))
+    assert not all(torch.equal(s, t) for s, t in zip(_first_batches(a), _first_batches(c)))
+    assert a.evaluate('test') == b.evaluate('test')
+
+
+def test_quadratic_deep_hessian_has_the_specified_spectrum():
+    hessian, eigenvalues = quadratic_deep_hessian()
+    spectrum = torch.linalg.eigvalsh(hessian)
+    torch.testing.assert_close(spectrum, eigenvalues.sort().values, rtol=0, atol=1e-10)
+    assert ((spectrum[:90] > 0) & (spectrum[:90] < 1)).all() and ((spectrum[90:] > 30) & (spectrum[90:] < 60)).all()
+    problem = make_problem('quadratic_deep')
+    assert (problem.batch_size, problem.epochs, problem.num_steps) == (128, 100, 700)
+    assert torch.equal(problem.model.theta.detach(), torch.ones(100))
+
+
+def test_legacy_random_state_matches_numpy():
+    np = pytest.importorskip('numpy')
+    ours, theirs = LegacyRandomState(42), np.random.RandomState(42)
+    assert ours.uniform(0.0, 1.0, 7) == theirs.uniform(0.0, 1.0, 7).tolist()
+    assert ours.normal(0.0, 0.6, 5) == theirs.normal(0.0, 0.6, 5).tolist()
+    assert ours.normal(size=4) == theirs.normal(size=4).tolist()  # the normal kept from the odd draw comes first
+
+
+def test_tuned_adam_beats_default_sgd_on_quadratic_deep():
+    sgd = train_run('quadratic_deep', 'SGD', {}, seed=1)
+    adam = train_run('quadratic_deep', 'Adam', dict(lr=0.02, betas=(0.9, 0.99)), seed=1)
+    assert not adam['diverged'] and adam['test'] < sgd['test'] - 3, (adam['test'], sgd['test'])
+
+
+def test_unknown_names_are_rejected_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown problem 'cifar10'; known problems: quadratic_deep, rosenbrock"):
+        run_benchmark(['cifar10'])
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; known optimizers: SGD"):
+        run_benchmark(['rosenbrock'], ['adam'])
+    with pytest.raises(ValueError, match="unknown problem 'x'"): make_problem('x')
+    with pytest.raises(ValueError, match="unknown optimizer 'Adamax'"): sample_hparams('Adamax', torch.Generator())
+
+
+def test_records_are_plain_dicts_in_protocol_order():
+    records = run_benchmark(['rosenbrock'], available_optimizers()[:2], budget=2, seeds=2, epochs={'rosenbrock': 1},
+                            progress=False)
+    assert len(records) == 2 * (2 + 2 * 2)
+    keys = {'problem', 'optimizer', 'phase', 'trial', 'hparams', 'seed', 'epochs', 'metric', 'higher_is_better', 'valid',
+            'test', 'diverged', 'seconds'}
+    for r in records:
+        assert type(r) is dict and set(r) == keys
+        assert r['diverged'] or (math.isfinite(r['test']) and math.isfinite(r['valid']))
+    phases = [r['phase'] for r in records[:6]]
+    assert phases == ['one-shot', 'one-shot', 'search', 'search', 'tuned', 'tuned']
+    assert [r['seed'] for r in records[:6]] == [1, 2, 0, 0, 1, 2]
