@@ -19,8 +19,9 @@ def adam_direction(grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, beta
     exp_avg.lerp_(grad, 1 - beta1)                                         # m ← β1 m + (1 − β1) g
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)           # v ← β2 v + (1 − β2) g²
     if amsgrad: exp_avg_sq = max_exp_avg_sq.copy_(max_exp_avg_sq.maximum(exp_avg_sq))  # AMSGrad: the largest v so far
-    denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(eps)  # √v̂ + ε
-    return (exp_avg / denom).div_(1 - beta1 ** step)                       # m̂ / (√v̂ + ε)
+    bias1, bias2 = 1 - beta1 ** step, 1 - beta2 ** step                    # m̂ = m / bias1, v̂ = v / bias2
+    denom = exp_avg_sq.sqrt().mul_(bias1 / math.sqrt(bias2)).add_(eps * bias1)  # bias1 (√v̂ + ε), in one pass
+    return exp_avg / denom                                                 # m̂ / (√v̂ + ε)
 
 # %% ../../nbs/04_adam.ipynb #0cf988fa
 class Adam(UpdateRuleOptimizer):
