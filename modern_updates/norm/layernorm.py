@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .batchnorm import check_arguments, check_floating, compute_dtype, in_interval, is_flag
+from .batchnorm import check_floating, compute_dtype
+from ..optim.base import check_arguments, in_interval, is_flag
 
 # %% ../../nbs/09_layernorm.ipynb #b7b6f824
 def normalised_rows(x, mean, r, out=None):

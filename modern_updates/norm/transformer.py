@@ -9,7 +9,8 @@ __all__ = ['NORMS', 'PLACEMENTS', 'one_of', 'SelfAttention', 'TransformerBlock',
 import torch.nn.functional as F
 from torch import nn
 
-from .batchnorm import check_arguments, is_positive_int
+from .batchnorm import is_positive_int
+from ..optim.base import check_arguments
 from .layernorm import LayerNorm
 from .rmsnorm import RMSNorm
 
