@@ -67,3 +67,29 @@ def test_records_are_plain_dicts_in_protocol_order():
     phases = [r['phase'] for r in records[:6]]
     assert phases == ['one-shot', 'one-shot', 'search', 'search', 'tuned', 'tuned']
     assert [r['seed'] for r in records[:6]] == [1, 2, 0, 0, 1, 2]
+
+
+def test_tuned_runs_use_the_best_trial_even_when_every_trial_diverges():
+    from modern_updates.benchmark import benchmark_pair
+    records = benchmark_pair('rosenbrock', 'SGD', budget=2, seeds=1, epochs=1, search_seed=0)
+    search = [r for r in records if r['phase'] == 'search']
+    tuned = [r for r in records if r['phase'] == 'tuned']
+    assert tuned and all(r['hparams'] != {} for r in tuned), 'tuned runs are never the defaults'
+    best = min(search, key=lambda r: math.inf if r['diverged'] else r['valid'])
+    assert all(r['hparams'] == best['hparams'] for r in tuned)
+
+
+def test_the_committed_results_file_is_what_the_protocol_computes():
+    "Re-run one (problem, optimizer) pair of the full configuration and compare it with nbs/results/benchmark_full.json."
+    from pathlib import Path
+
+    from modern_updates.benchmark import CONFIGS, benchmark_pair, load_results
+    meta, records = load_results(Path(__file__).resolve().parents[1] / 'nbs' / 'results' / 'benchmark_full.json')
+    assert meta['settings'] == {k: v for k, v in CONFIGS['full'].items()}
+    settings = CONFIGS['full']
+    ours = benchmark_pair('rosenbrock', 'SGD', budget=settings['budget'], seeds=settings['seeds'])
+    theirs = [r for r in records if (r['problem'], r['optimizer']) == ('rosenbrock', 'SGD')]
+    strip = lambda rs: [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if k != 'seconds'} for r in rs]
+    def same(a, b): return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    for a, b in zip(strip(ours), strip(theirs), strict=True):
+        assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a), (a, b)

@@ -58,24 +58,31 @@ def assert_all_close(actual, expected, exact=False, **kw):
         else: torch.testing.assert_close(a, e, **kw)
 
 
+# Each path: the per-tensor rule, the same rule on TensorLists, and the default (the fastest available:
+# torch's fused kernels for SGD, Adagrad, Adam and AdamW, the foreach path for the others on the CPU).
+PATHS = {'single': dict(foreach=False), 'foreach': dict(foreach=True), 'default': {}}
+
+
 @pytest.mark.parametrize('device', DEVICES)
-@pytest.mark.parametrize('foreach', [False, True])
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('case,config', CONFIGS)
-def test_matches_reference(case, config, dtype, foreach, device):
+def test_matches_reference(case, config, dtype, path, device):
     ours, theirs = make_params(dtype, device), make_params(dtype, device)
-    train(lambda ps: case.ours(param_groups(ps, config['lr']), foreach=foreach, **config), ours, STEPS)
+    train(lambda ps: case.ours(param_groups(ps, config['lr']), **PATHS[path], **config), ours, STEPS)
     ref_kwargs = case.reference_kwargs(config)
     train(lambda ps: case.reference(param_groups(ps, config['lr']), **ref_kwargs), theirs, STEPS)
     assert_all_close(detached(ours), detached(theirs))
 
 
+@pytest.mark.parametrize('path', ['foreach', 'default'])
 @pytest.mark.parametrize('case,config', CONFIGS)
-def test_foreach_path_equals_per_tensor_path(case, config):
+def test_fast_paths_equal_per_tensor_path(case, config, path):
+    "The rule is the source of truth: the foreach path runs its very lines, the fused kernels agree to rounding."
     single, multi = make_params(), make_params()
     train(lambda ps: case.ours(param_groups(ps, config['lr']), foreach=False, **config), single, STEPS)
-    train(lambda ps: case.ours(param_groups(ps, config['lr']), foreach=True, **config), multi, STEPS)
-    assert_all_close(detached(multi), detached(single), exact=True)
+    train(lambda ps: case.ours(param_groups(ps, config['lr']), **PATHS[path], **config), multi, STEPS)
+    assert_all_close(detached(multi), detached(single), exact=path == 'foreach')
 
 
 def save_and_load(opt):
@@ -182,14 +189,13 @@ def test_bad_params(case):
         case.ours(torch.zeros(3, requires_grad=True))
     with pytest.raises(ValueError, match='empty parameter list'):
         case.ours([])
-    with pytest.raises(ValueError, match='complex parameters'):
-        case.ours([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
-    with pytest.raises(ValueError, match='unknown hyper-parameter'):
-        case.ours([{'params': make_params(), 'learning_rate': 0.1}])
+    with pytest.raises(TypeError, match='unexpected keyword'):
+        case.ours(make_params(), learning_rate=0.1)
 
 
 @pytest.mark.parametrize('case', CASES, ids=lambda c: c.name)
 def test_sparse_gradient_is_rejected(case):
+    if case.ours.supports_sparse: pytest.skip('steps sparse gradients (tests/test_fidelity.py)')
     emb = torch.nn.Embedding(10, 4, sparse=True)
     emb(torch.tensor([1, 3])).sum().backward()
     opt = case.ours(emb.parameters(), **case.configs[0])

@@ -66,3 +66,35 @@ def test_book_copy_shows_no_directive_and_hides_hidden_cells(nb_path, tmp_path):
             assert 'remove-cell' in tags
         if any(name == 'slow' for name, _ in directives):
             assert 'skip-execution' in tags
+
+
+def test_repository_url_is_set_once():
+    "nbs/_config.yml sets the repository and the book's addresses; settings.ini (and so setup.py) agree with it."
+    import configparser
+    import yaml
+    book = yaml.safe_load((ROOT / 'nbs' / '_config.yml').read_text(encoding='utf-8'))
+    ini = configparser.ConfigParser(delimiters=['='])
+    ini.read(ROOT / 'settings.ini', encoding='utf-8')
+    cfg = ini['DEFAULT']
+    assert cfg['git_url'] == book['repository']['url'], 'settings.ini git_url differs from _config.yml repository.url'
+    assert cfg['branch'] == book['repository']['branch']
+    assert (cfg['doc_host'] + cfg['doc_baseurl']).rstrip('/') == book['html']['baseurl'].rstrip('/')
+    launch = book['launch_buttons']
+    assert launch['colab_url'] and launch['binderhub_url'], 'the Colab and Binder buttons need their URLs'
+
+
+def test_landing_page_links_every_page_of_the_toc():
+    import re
+    import yaml
+    toc = yaml.safe_load((ROOT / 'nbs' / '_toc.yml').read_text(encoding='utf-8'))
+    files = [c['file'] for part in toc['parts'] for c in part['chapters']]
+    index = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text(encoding='utf-8'))
+    text = '\n'.join(''.join(c['source']) for c in index['cells'] if c['cell_type'] == 'markdown')
+    linked = set(re.findall(r'\]\(([\w.-]+?)\.(?:ipynb|md)\)', text))
+    assert not [f for f in files if f not in linked], 'add these pages to the contents table of nbs/index.ipynb'
+    # a link's number is the chapter's number: "[4. Adam](04_adam.ipynb)" for "# 4. Adam: ..."
+    for label, name in re.findall(r'\[([0-9A-Z]+)\. [^\]]*\]\(([\w-]+)\.ipynb\)', text):
+        nb = json.loads((ROOT / 'nbs' / f'{name}.ipynb').read_text(encoding='utf-8'))
+        h1 = next(line for c in nb['cells'] if c['cell_type'] == 'markdown'
+                  for line in ''.join(c['source']).splitlines() if line.startswith('# '))
+        if re.match(r'# [0-9A-Z]+\. ', h1): assert h1.startswith(f'# {label}. '), (label, name, h1)

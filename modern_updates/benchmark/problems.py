@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PROBLEMS', 'Problem', 'LegacyRandomState', 'random_rotation', 'quadratic_deep_hessian', 'QuadraticModel',
-           'quadratic_deep', 'rosenbrock_fn', 'NoisyPoint', 'rosenbrock', 'sparse_logreg', 'mlp', 'make_problem']
+           'quadratic_deep', 'rosenbrock_fn', 'NoisyPoint', 'rosenbrock', 'sparse_logreg', 'mlp', 'make_problem',
+           'tanh_mlp', 'teacher_regression', 'regression_batches', 'held_out_mse']
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #3ff628d0
 import math
@@ -16,25 +17,29 @@ from torch import nn
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #413712ea
 class Problem:
-    "A test problem: a model, seeded mini-batches of its training set, and its evaluation on each split."
-    def __init__(self, name, model, per_example_loss, splits, *, batch_size, epochs, seed, metric='loss', accuracy=None):
-        self.name, self.model, self.per_example_loss, self.splits = name, model, per_example_loss, splits
-        self.batch_size, self.epochs, self.seed, self.metric, self.accuracy = batch_size, epochs, seed, metric, accuracy
-        self.higher_is_better = metric == 'accuracy'
+    "A test problem: a model, seeded mini-batches, an evaluation per split."
+    def __init__(self, name, model, per_example_loss, splits, *, batch_size,
+                 epochs, seed, metric='loss', accuracy=None):
+        self.name, self.model, self.splits = name, model, splits
+        self.per_example_loss, self.accuracy = per_example_loss, accuracy
+        self.batch_size, self.epochs, self.seed = batch_size, epochs, seed
+        self.metric, self.higher_is_better = metric, metric == 'accuracy'
 
     @property
-    def steps_per_epoch(self): return len(self.splits['train'][0]) // self.batch_size
+    def steps_per_epoch(self):
+        return len(self.splits['train'][0]) // self.batch_size
+
     @property
     def num_steps(self): return self.epochs * self.steps_per_epoch
 
     def batches(self):
-        "The training mini-batches of every epoch: a fresh seeded shuffle each epoch, the remainder dropped."
+        "Every epoch's mini-batches: a fresh seeded shuffle, remainder dropped."
         gen = torch.Generator().manual_seed(self.seed)
-        data = self.splits['train']
+        data, b = self.splits['train'], self.batch_size
         for _ in range(self.epochs):
             order = torch.randperm(len(data[0]), generator=gen)
             for i in range(self.steps_per_epoch):
-                rows = order[i * self.batch_size:(i + 1) * self.batch_size]
+                rows = order[i * b:(i + 1) * b]
                 yield tuple(t[rows] for t in data)
 
     def loss(self, batch):
@@ -43,21 +48,25 @@ class Problem:
 
     @torch.no_grad()
     def evaluate(self, split):
-        "The loss (and accuracy) on 'train', 'valid' or 'test': the mean over its full batches, as DeepOBS evaluates."
-        used = len(self.splits[split][0]) // self.batch_size * self.batch_size
-        data = tuple(t[:used] for t in self.splits[split])
+        "Loss (and accuracy) on a split: the mean over its full batches."
+        n = len(self.splits[split][0])
+        data = tuple(t[:n // self.batch_size * self.batch_size]
+                     for t in self.splits[split])
         out = {'loss': self.per_example_loss(self.model, *data).mean().item()}
-        if self.accuracy is not None: out['accuracy'] = self.accuracy(self.model, *data)
+        if self.accuracy is not None:
+            out['accuracy'] = self.accuracy(self.model, *data)
         return out
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #eb4eca70
 class LegacyRandomState:
-    "numpy's legacy `RandomState(seed)` streams of `uniform` and `normal` draws, bit for bit, in pure Python."
+    "numpy's legacy `RandomState(seed)` uniform and normal draws, bit for bit."
     def __init__(self, seed):
-        key = [seed & 0xFFFFFFFF]  # numpy seeds an integer with init_genrand, Python's `random.seed` does not
-        for i in range(1, 624): key.append((1812433253 * (key[-1] ^ (key[-1] >> 30)) + i) & 0xFFFFFFFF)
-        self._mt = random.Random()
-        self._mt.setstate((3, tuple(key) + (624,), None))  # the same Mersenne Twister, and the same 53-bit doubles
+        key = [seed & 0xFFFFFFFF]  # numpy's init_genrand, not Python's seed
+        for i in range(1, 624):
+            key.append((1812433253 * (key[-1] ^ (key[-1] >> 30)) + i)
+                       & 0xFFFFFFFF)
+        self._mt = random.Random()  # the same Mersenne Twister and doubles
+        self._mt.setstate((3, tuple(key) + (624,), None))
         self._cached_normal = None
 
     def uniform(self, low=0.0, high=1.0, size=1):
@@ -69,11 +78,12 @@ class LegacyRandomState:
         return [loc + scale * self._standard_normal() for _ in range(size)]
 
     def _standard_normal(self):
-        if self._cached_normal is not None:  # the polar method makes two normals; numpy returns the second one next
+        if self._cached_normal is not None:  # the pair's second normal
             z, self._cached_normal = self._cached_normal, None
             return z
-        while True:
-            x1, x2 = 2.0 * self._mt.random() - 1.0, 2.0 * self._mt.random() - 1.0
+        while True:  # the polar method
+            x1 = 2.0 * self._mt.random() - 1.0
+            x2 = 2.0 * self._mt.random() - 1.0
             r2 = x1 * x1 + x2 * x2
             if 0.0 < r2 < 1.0: break
         f = math.sqrt(-2.0 * math.log(r2) / r2)
@@ -82,30 +92,32 @@ class LegacyRandomState:
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #1624aa21
 def random_rotation(dim, rng):
-    "A Haar-random rotation of SO(`dim`), by Diaconis & Shahshahani's subgroup algorithm, drawn from `rng` (float64)."
+    "A Haar-random rotation of SO(`dim`) (Diaconis–Shahshahani), float64."
     angle = 2 * math.pi * rng.uniform()[0]
-    R = torch.tensor([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]], dtype=torch.float64)
+    c, s = math.cos(angle), math.sin(angle)
+    R = torch.tensor([[c, s], [-s, c]], dtype=torch.float64)
     for d in range(2, dim):
         v = torch.tensor(rng.normal(size=d + 1), dtype=torch.float64)
-        v = v / v.norm()                                   # uniform on the sphere
+        v = v / v.norm()                   # uniform on the sphere
         x = -v
         x[0] += 1
-        x = x / x.norm()                                   # the reflection across x⊥ swaps e₁ and v
+        x = x / x.norm()                   # reflecting across x⊥ swaps e₁ and v
         D = torch.block_diag(torch.ones(1, dtype=torch.float64), R)
         R = D - 2 * torch.outer(x, x @ D)
     return -R
 
 
 def quadratic_deep_hessian():
-    "DeepOBS's `quadratic_deep` Hessian (float64) and its eigenvalues, from `RandomState(42)`."
+    "DeepOBS's `quadratic_deep` Hessian (float64) and its eigenvalues."
     rng = LegacyRandomState(42)
-    eigenvalues = torch.tensor(rng.uniform(0.0, 1.0, 90) + rng.uniform(30.0, 60.0, 10), dtype=torch.float64)
+    draws = rng.uniform(0.0, 1.0, 90) + rng.uniform(30.0, 60.0, 10)
+    eigenvalues = torch.tensor(draws, dtype=torch.float64)
     R = random_rotation(100, rng)
     return R.T @ torch.diag(eigenvalues) @ R, eigenvalues
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #0b75e90d
 class QuadraticModel(nn.Module):
-    "θ ∈ ℝᵈ, started at ones; its output on a batch is the per-example loss ½ (θ − x)ᵀ Q (θ − x)."
+    "θ ∈ ℝᵈ, started at ones; its output: the per-example ½ (θ − x)ᵀ Q (θ − x)."
     def __init__(self, hessian):
         super().__init__()
         self.theta = nn.Parameter(torch.ones(len(hessian), dtype=hessian.dtype))
@@ -119,14 +131,18 @@ class QuadraticModel(nn.Module):
 @lru_cache(maxsize=None)
 def _quadratic_deep_data():
     hessian, _ = quadratic_deep_hessian()
-    draw = lambda seed: torch.tensor(LegacyRandomState(seed).normal(0.0, 0.6, 1000 * 100)).reshape(1000, 100).float()
-    return hessian.float(), {'train': (draw(42),), 'valid': (draw(44),), 'test': (draw(43),)}
+    def draw(seed):
+        x = LegacyRandomState(seed).normal(0.0, 0.6, 1000 * 100)
+        return torch.tensor(x).reshape(1000, 100).float()
+    splits = {'train': (draw(42),), 'valid': (draw(44),), 'test': (draw(43),)}
+    return hessian.float(), splits
 
 
 def quadratic_deep(seed=0, epochs=100):
-    "DeepOBS's `quadratic_deep`: batch size 128, 100 epochs; the metric is the test loss."
+    "DeepOBS's `quadratic_deep`: batch size 128, 100 epochs; metric: test loss."
     hessian, splits = _quadratic_deep_data()
-    return Problem('quadratic_deep', QuadraticModel(hessian), lambda model, x: model(x), splits,
+    return Problem('quadratic_deep', QuadraticModel(hessian),
+                   lambda model, x: model(x), splits,
                    batch_size=128, epochs=epochs, seed=seed)
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #7ab988ab
@@ -136,7 +152,7 @@ def rosenbrock_fn(u, v):
 
 
 class NoisyPoint(nn.Module):
-    "A point θ = (u, v) of the plane; its output on a batch is the per-example noisy Rosenbrock loss."
+    "A point θ = (u, v); its output is the per-example noisy Rosenbrock loss."
     def __init__(self, start):
         super().__init__()
         self.theta = nn.Parameter(torch.tensor(start))
@@ -150,51 +166,60 @@ class NoisyPoint(nn.Module):
 def _rosenbrock_data(n=1280):
     gen = torch.Generator().manual_seed(42)
     noise = lambda: tuple(torch.randn(2, n, generator=gen))
-    return {'train': noise(), 'valid': noise(), 'test': (torch.zeros(n), torch.zeros(n))}
+    zeros = (torch.zeros(n), torch.zeros(n))
+    return {'train': noise(), 'valid': noise(), 'test': zeros}
 
 
 def rosenbrock(seed=0, epochs=20):
-    "A noisy Rosenbrock valley after DeepOBS's `two_d_rosenbrock`; the metric is the noiseless loss."
-    return Problem('rosenbrock', NoisyPoint([-0.5, 1.5]), lambda model, x, y: model(x, y), _rosenbrock_data(),
+    "A noisy Rosenbrock valley after DeepOBS; metric: the noiseless loss."
+    return Problem('rosenbrock', NoisyPoint([-0.5, 1.5]),
+                   lambda model, x, y: model(x, y), _rosenbrock_data(),
                    batch_size=128, epochs=epochs, seed=seed)
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #1c140660
 def _accuracy(model, x, y):
     logits = model(x)
-    predicted = (logits.squeeze(1) > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    if logits.shape[1] == 1: predicted = (logits.squeeze(1) > 0).long()
+    else: predicted = logits.argmax(1)
     return (predicted == y).float().mean().item()
 
 
 @lru_cache(maxsize=None)
 def _sparse_logreg_data(sizes=(2048, 1024, 1024), features=1000):
     gen = torch.Generator().manual_seed(42)
-    frequency = 0.6 / torch.arange(1, features + 1, dtype=torch.float32) ** 1.1
+    j = torch.arange(1, features + 1, dtype=torch.float32)
+    frequency = 0.6 / j ** 1.1
     w_true = 2.0 * torch.randn(features, generator=gen)
     def split(n):
         x = (torch.rand(n, features, generator=gen) < frequency).float()
-        y = (torch.rand(n, generator=gen) < torch.sigmoid(x @ w_true)).long()
+        p = torch.sigmoid(x @ w_true)
+        y = (torch.rand(n, generator=gen) < p).long()
         return x, y
     return dict(zip(['train', 'valid', 'test'], map(split, sizes)))
 
 
 def _logistic_loss(model, x, y):
-    return nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y.float(), reduction='none')
+    logits = model(x).squeeze(1)
+    return nn.functional.binary_cross_entropy_with_logits(
+        logits, y.float(), reduction='none')
 
 
 def sparse_logreg(seed=0, epochs=3):
-    "Logistic regression on 1000 rare binary features (power-law frequencies); the metric is the test accuracy."
+    "Logistic regression on 1000 rare binary features; metric: test accuracy."
     splits = _sparse_logreg_data()
     model = nn.Linear(splits['train'][0].shape[1], 1)
     nn.init.zeros_(model.weight)
     nn.init.zeros_(model.bias)
-    return Problem('sparse_logreg', model, _logistic_loss, splits, batch_size=32, epochs=epochs, seed=seed,
+    return Problem('sparse_logreg', model, _logistic_loss, splits,
+                   batch_size=32, epochs=epochs, seed=seed,
                    metric='accuracy', accuracy=_accuracy)
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #4d99e0b9
 @lru_cache(maxsize=None)
 def _teacher_data(sizes=(2048, 1024, 1024), dim=10, classes=3, label_noise=0.1):
     gen = torch.Generator().manual_seed(42)
-    w1, w2 = torch.randn(dim, 32, generator=gen), torch.randn(32, classes, generator=gen)
+    w1 = torch.randn(dim, 32, generator=gen)
+    w2 = torch.randn(32, classes, generator=gen)
     def split(n):
         x = torch.randn(n, dim, generator=gen)
         y = (torch.tanh(x @ w1) @ w2).argmax(1)
@@ -204,23 +229,66 @@ def _teacher_data(sizes=(2048, 1024, 1024), dim=10, classes=3, label_noise=0.1):
     return dict(zip(['train', 'valid', 'test'], map(split, sizes)))
 
 
-def _cross_entropy(model, x, y): return nn.functional.cross_entropy(model(x), y, reduction='none')
+def _cross_entropy(model, x, y):
+    return nn.functional.cross_entropy(model(x), y, reduction='none')
 
 
 def mlp(seed=0, epochs=6):
-    "An MLP (10-64-64-3) on teacher-labelled data with 10% label noise; the metric is the test accuracy."
+    "An MLP (10-64-64-3) on teacher labels, 10% noisy; metric: test accuracy."
     splits = _teacher_data()
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))
-    return Problem('mlp', model, _cross_entropy, splits, batch_size=64, epochs=epochs, seed=seed,
-                   metric='accuracy', accuracy=_accuracy)
+    model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64),
+                          nn.ReLU(), nn.Linear(64, 3))
+    return Problem('mlp', model, _cross_entropy, splits, batch_size=64,
+                   epochs=epochs, seed=seed, metric='accuracy',
+                   accuracy=_accuracy)
 
 # %% ../../nbs/11a_benchmark_problems.ipynb #b4649c89
-PROBLEMS = {'quadratic_deep': quadratic_deep, 'rosenbrock': rosenbrock, 'sparse_logreg': sparse_logreg, 'mlp': mlp}
+PROBLEMS = {'quadratic_deep': quadratic_deep, 'rosenbrock': rosenbrock,
+            'sparse_logreg': sparse_logreg, 'mlp': mlp}
 
 
 def make_problem(name, seed=0, epochs=None):
-    "The test problem `name`, for the run seed `seed`; `epochs=None` keeps the problem's own number of epochs."
+    "The test problem `name` for run seed `seed`; `epochs=None`: full length."
     if name not in PROBLEMS:
-        raise ValueError(f'unknown problem {name!r}; known problems: {", ".join(PROBLEMS)}')
-    return PROBLEMS[name](seed) if epochs is None else PROBLEMS[name](seed, epochs=epochs)
+        known = ', '.join(PROBLEMS)
+        raise ValueError(f'unknown problem {name!r}; known problems: {known}')
+    if epochs is None: return PROBLEMS[name](seed)
+    return PROBLEMS[name](seed, epochs=epochs)
+
+# %% ../../nbs/11a_benchmark_problems.ipynb #teacher02
+def tanh_mlp(d_in, width, depth, d_out):
+    "A perceptron with `depth` hidden tanh layers of `width` units."
+    layers, d = [], d_in
+    for _ in range(depth): layers += [nn.Linear(d, width), nn.Tanh()]; d = width
+    return nn.Sequential(*layers, nn.Linear(d, d_out))
+
+
+def teacher_regression(seed=0, n=2048, d_in=8, width=32, depth=1, d_out=8,
+                       scale=2.0, noise=0.3, n_train=1536):
+    "A random tanh teacher's outputs plus noise: (x, y, x_test, y_test)."
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d_in, generator=g)
+    teacher = tanh_mlp(d_in, width, depth, d_out)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            fan_in = p.shape[-1]
+            p.copy_(torch.randn(p.shape, generator=g) * scale / fan_in ** 0.5)
+        y = teacher(x)
+    y = y / y.std() + noise * torch.randn(y.shape, generator=g)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def regression_batches(data, steps, batch_size=32, seed=0):
+    "`steps` random mini-batches (x, y) of the training half of `data`, seeded."
+    x, y = data[0], data[1]
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(0, len(x), (batch_size,), generator=g)
+        yield x[i], y[i]
+
+
+@torch.no_grad()
+def held_out_mse(model, data):
+    "The model's mean squared error on the held-out part of `data`."
+    return nn.functional.mse_loss(model(data[2]), data[3]).item()

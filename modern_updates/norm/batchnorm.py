@@ -7,6 +7,7 @@ __all__ = ['compute_dtype', 'is_positive_int', 'check_floating', 'batch_norm', '
 
 # %% ../../nbs/08_batchnorm.ipynb #dd9cea73
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..optim.base import check_arguments, in_interval, is_flag, none_or
@@ -39,48 +40,28 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, use_batch_stats, a
         with torch.no_grad():                                                    # population estimates: unbiased variance
             running_mean.lerp_(mean.to(running_mean.dtype), average_factor)
             running_var.lerp_((var * (m / (m - 1))).to(running_var.dtype), average_factor)
-    scale = torch.rsqrt(var + eps)                                               # 1/√(σ² + ε)
+    if eps == 0 and use_batch_stats:                                             # a constant channel: x̂ = 0, the limit ε → 0
+        constant = x32.amax(dims) == x32.amin(dims)
+        scale = torch.where(constant, 0, torch.rsqrt(torch.where(constant, 1, var)))
+    else:
+        scale = torch.rsqrt(var + eps)                                           # 1/√(σ² + ε)
     if weight is None: return (centred * scale.view(shape)).to(x.dtype)          # x̂
     scale = weight.to(dtype) * scale                                             # γ/√(σ² + ε)
+    if bias is None: return (centred * scale.view(shape)).to(x.dtype)            # γ x̂
     return torch.addcmul(bias.to(dtype).view(shape), centred, scale.view(shape)).to(x.dtype)  # γ x̂ + β
 
 # %% ../../nbs/08_batchnorm.ipynb #90e1b771
-class BatchNorm(nn.Module):
-    "Batch Normalization over every dimension but the channels (dimension 1); the base of `BatchNorm1d` and `BatchNorm2d`."
+class BatchNorm:
+    "The computation `BatchNorm1d` and `BatchNorm2d` share: Batch Normalization over every dimension but the channels (dimension 1)."
     accepted_ndims = (2, 3, 4, 5)
     shape_names = '(N, C, ...)'
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
-        super().__init__()
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None,
+                 *, bias=True):
         check_arguments(type(self).__name__, num_features=(num_features, is_positive_int), eps=(eps, in_interval(0)),
                         momentum=(momentum, none_or(in_interval(0, 1))), affine=(affine, is_flag),
-                        track_running_stats=(track_running_stats, is_flag))
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        factory = dict(device=device, dtype=dtype)
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
-        else:
-            self.register_parameter('weight', None)
-            self.register_parameter('bias', None)
-        if track_running_stats:
-            self.register_buffer('running_mean', torch.zeros(num_features, **factory))
-            self.register_buffer('running_var', torch.ones(num_features, **factory))
-            self.register_buffer('num_batches_tracked', torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            for name in ('running_mean', 'running_var', 'num_batches_tracked'): self.register_buffer(name, None)
-        self.reset_parameters()
-
-    def reset_running_stats(self):
-        "Back to μ̂ = 0, σ̂² = 1 and no batch seen."
-        if self.track_running_stats:
-            self.running_mean.zero_(); self.running_var.fill_(1); self.num_batches_tracked.zero_()
-
-    def reset_parameters(self):
-        "Back to γ = 1, β = 0, and fresh running statistics."
-        self.reset_running_stats()
-        if self.affine: nn.init.ones_(self.weight); nn.init.zeros_(self.bias)
+                        track_running_stats=(track_running_stats, is_flag), bias=(bias, is_flag))
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
     def check_input(self, x):
         "Raise a clear error for an input this layer cannot normalise."
@@ -94,26 +75,25 @@ class BatchNorm(nn.Module):
 
     def forward(self, x):
         self.check_input(x)
-        use_batch_stats = self.training or not self.track_running_stats
-        if use_batch_stats and x.numel() // x.shape[1] < 2:
+        use_batch_stats = self.training or self.running_mean is None
+        if use_batch_stats and x.numel() // x.shape[1] == 1:
             raise ValueError(f'{type(self).__name__}: expected more than 1 value per channel when training, '
-                             f'got {x.numel() // x.shape[1]} (input shape={tuple(x.shape)})')
+                             f'got 1 (input shape={tuple(x.shape)})')
         update = self.training and self.track_running_stats
         if update: self.num_batches_tracked.add_(1)
-        average_factor = (1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum) if update else 0.0
-        return batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                          use_batch_stats=use_batch_stats, average_factor=average_factor, eps=self.eps)
+        factor = (1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum) if update else 0.0
+        running = (self.running_mean, self.running_var) if not self.training or self.track_running_stats else (None, None)
+        if self.eps == 0 and x.numel():  # the reference: a correct x̂ = 0 on a constant channel, where the kernels give 0/0
+            return batch_norm(x, self.weight, self.bias, *running, use_batch_stats=use_batch_stats,
+                              average_factor=factor, eps=self.eps)
+        return F.batch_norm(x, *running, self.weight, self.bias, use_batch_stats, factor, self.eps)
 
-    def extra_repr(self):
-        return (f'{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, '
-                f'track_running_stats={self.track_running_stats}')
 
-
-class BatchNorm1d(BatchNorm):
-    "Batch Normalization of (N, C) or (N, C, L) inputs, one mean and variance per feature C: `torch.nn.BatchNorm1d`'s interface."
+class BatchNorm1d(BatchNorm, nn.BatchNorm1d):
+    "Batch Normalization of (N, C) or (N, C, L) inputs, one mean and variance per feature C: a `torch.nn.BatchNorm1d`."
     accepted_ndims, shape_names = (2, 3), '(N, C) or (N, C, L)'
 
 
-class BatchNorm2d(BatchNorm):
-    "Batch Normalization of (N, C, H, W) images, one mean and variance per channel C: `torch.nn.BatchNorm2d`'s interface."
+class BatchNorm2d(BatchNorm, nn.BatchNorm2d):
+    "Batch Normalization of (N, C, H, W) images, one mean and variance per channel C: a `torch.nn.BatchNorm2d`."
     accepted_ndims, shape_names = (4,), '(N, C, H, W)'

@@ -6,14 +6,15 @@
 __all__ = ['RMSNorm']
 
 # %% ../../nbs/10_rmsnorm.ipynb #66db1ac6
-import torch
+from torch import nn
 
-from .layernorm import LastDimsNorm
+from .layernorm import LastDimsNorm, as_shape, check_last_dims_arguments
 
 # %% ../../nbs/10_rmsnorm.ipynb #9aecbe4b
-class RMSNorm(LastDimsNorm):
-    "Root-mean-square normalisation over the last dimensions, without centring: `torch.nn.RMSNorm`'s interface (`eps=None`: the dtype's machine epsilon)."
+class RMSNorm(LastDimsNorm, nn.RMSNorm):
+    "Root-mean-square normalisation over the last dimensions, without centring: a `torch.nn.RMSNorm` with our computation (`eps=None`: the machine epsilon)."
     center = False
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
-        super().__init__(normalized_shape, eps, elementwise_affine, bias=False, device=device, dtype=dtype)
+        check_last_dims_arguments(type(self).__name__, normalized_shape, eps, elementwise_affine, eps_may_be_none=True)
+        super().__init__(as_shape(normalized_shape), eps, elementwise_affine, device, dtype)

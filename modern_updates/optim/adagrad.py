@@ -13,18 +13,33 @@ from .base import UpdateRuleOptimizer, hyper_parameters, in_interval
 # %% ../../nbs/02_adagrad.ipynb #341fbe7a
 def adagrad_direction(grad, sum, *, step, lr_decay, eps):
     "AdaGrad's step direction u = g / (√G + ε) / (1 + (t − 1)·lr_decay) (θ ← θ − η u); the sum of squares G grows in place."
+    if grad.is_sparse: return _sparse_adagrad_direction(grad, sum, step, lr_decay, eps)
     sum.addcmul_(grad, grad)                                           # G ← G + g²
     return (grad / sum.sqrt().add_(eps)).div_(1 + (step - 1) * lr_decay)
 
+
+def _sparse_adagrad_direction(grad, sum, step, lr_decay, eps):
+    "The same direction for a sparse gradient: only the rows it touches."
+    grad = grad.coalesce()
+    index, values = grad._indices(), grad._values()
+    sum.add_(torch.sparse_coo_tensor(index, values.pow(2), grad.shape))
+    std = sum.sparse_mask(grad)._values().sqrt_().add_(eps)
+    direction = torch.sparse_coo_tensor(index, values / std, grad.shape)
+    return direction.div_(1 + (step - 1) * lr_decay)
+
 # %% ../../nbs/02_adagrad.ipynb #de40fc5a
 class Adagrad(UpdateRuleOptimizer):
-    "AdaGrad: `torch.optim.Adagrad`'s keywords, dense gradients only."
+    "AdaGrad: `torch.optim.Adagrad`'s keywords, sparse gradients included."
     rule = staticmethod(adagrad_direction)
-    hyper_checks = dict(lr_decay=in_interval(0), initial_accumulator_value=in_interval(0), eps=in_interval(0))
+    supports_sparse = True
+    hyper_checks = dict(lr_decay=in_interval(0), initial_accumulator_value=in_interval(0),
+                        eps=in_interval(0))
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, *,
-                 maximize=False, foreach=None, decoupled_weight_decay=False, max_grad_norm=None, max_grad_value=None):
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, **options):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):
-        return {'sum': torch.full_like(param, group['initial_accumulator_value'], memory_format=torch.preserve_format)}
+        value = group['initial_accumulator_value']
+        if param.is_complex(): value = complex(value, value)  # each real view entry
+        return {'sum': torch.full_like(param, value, memory_format=torch.preserve_format)}

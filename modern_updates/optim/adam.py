@@ -25,14 +25,17 @@ def adam_direction(grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, beta
 
 # %% ../../nbs/04_adam.ipynb #0cf988fa
 class Adam(UpdateRuleOptimizer):
-    "Adam: `torch.optim.Adam`'s keywords, AMSGrad and decoupled weight decay included."
+    "Adam: `torch.optim.Adam`'s keywords, AMSGrad and decoupled decay included."
     rule = staticmethod(adam_direction)
-    hyper_checks = dict(betas=pair_of(in_interval(0, 1, high_open=True)), eps=in_interval(0), amsgrad=is_flag)
+    hyper_checks = dict(betas=pair_of(in_interval(0, 1, high_open=True)),
+                        eps=in_interval(0), amsgrad=is_flag)
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, foreach=None, decoupled_weight_decay=False, max_grad_norm=None, max_grad_value=None):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=0.0, amsgrad=False, **options):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):
         zeros = lambda: torch.zeros_like(param, memory_format=torch.preserve_format)
-        return dict(exp_avg=zeros(), exp_avg_sq=zeros(), **({'max_exp_avg_sq': zeros()} if group['amsgrad'] else {}))
+        state = dict(exp_avg=zeros(), exp_avg_sq=zeros())
+        if group['amsgrad']: state['max_exp_avg_sq'] = zeros()
+        return state

@@ -11,7 +11,14 @@ from .base import hyper_parameters
 
 # %% ../../nbs/05_weight_decay.ipynb #12f9f3ef
 class AdamW(Adam):
-    "Adam with decoupled weight decay, θ ← θ(1 − ηλ), on by default: `torch.optim.AdamW`'s keywords and defaults."
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, foreach=None, decoupled_weight_decay=True, max_grad_norm=None, max_grad_value=None):
+    "Adam with decoupled weight decay θ ← θ(1 − ηλ) on: `torch.optim.AdamW`."
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=1e-2, amsgrad=False, *, decoupled_weight_decay=True,
+                 **options):
         super().__init__(params, **hyper_parameters(locals()))
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:  # from an Adam checkpoint: stay AdamW, as torch
+            if group['decoupled_weight_decay'] is False:
+                group['decoupled_weight_decay'] = True

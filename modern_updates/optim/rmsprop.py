@@ -24,12 +24,13 @@ def rmsprop_direction(grad, square_avg, momentum_buffer=None, grad_avg=None, *, 
 
 # %% ../../nbs/03_rmsprop.ipynb #8e845ee3
 class RMSprop(UpdateRuleOptimizer):
-    "RMSProp: `torch.optim.RMSprop`'s keywords, momentum and the centered variant included."
+    "RMSProp: `torch.optim.RMSprop`'s keywords, momentum and centered included."
     rule = staticmethod(rmsprop_direction)
-    hyper_checks = dict(alpha=in_interval(0, 1), eps=in_interval(0), momentum=in_interval(0), centered=is_flag)
+    hyper_checks = dict(alpha=in_interval(0, 1), eps=in_interval(0),
+                        momentum=in_interval(0), centered=is_flag)
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
-                 maximize=False, foreach=None, decoupled_weight_decay=False, max_grad_norm=None, max_grad_value=None):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False, **options):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):

@@ -14,6 +14,7 @@ from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag
 def sgd_direction(grad, momentum_buffer=None, *, step, momentum, dampening, nesterov, ema):
     "SGD's step direction u (θ ← θ − η u); with momentum, the velocity `momentum_buffer` is updated in place."
     if momentum == 0: return grad
+    if grad.is_sparse: grad = grad.to_dense()                  # the velocity is dense anyway
     v = momentum_buffer
     if ema: v.lerp_(grad, 1 - momentum)                        # v ← γ v + (1 − γ) g, from v = 0 (the lecture)
     elif step == 1: v.copy_(grad)                              # torch: b₁ = g₁, not damped
@@ -23,23 +24,33 @@ def sgd_direction(grad, momentum_buffer=None, *, step, momentum, dampening, nest
 
 # %% ../../nbs/01_gradient_descent.ipynb #7bb24a71
 class SGD(UpdateRuleOptimizer):
-    "Stochastic gradient descent with momentum: `torch.optim.SGD`'s keywords, plus the lecture's EMA form (`ema=True`)."
+    "SGD with momentum: `torch.optim.SGD`'s keywords, plus the lecture's EMA form."
     rule = staticmethod(sgd_direction)
-    hyper_checks = dict(momentum=in_interval(0, 1), dampening=in_interval(0, 1), nesterov=is_flag, ema=is_flag)
+    supports_sparse = True
+    hyper_checks = dict(momentum=in_interval(0, 1), dampening=in_interval(0, 1),
+                        nesterov=is_flag, ema=is_flag)
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False, foreach=None, decoupled_weight_decay=False, max_grad_norm=None, max_grad_value=None,
-                 ema=False):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0,
+                 weight_decay=0.0, nesterov=False, *, ema=False, **options):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):
         if group['momentum'] == 0: return {}
-        return {'momentum_buffer': torch.zeros_like(param, memory_format=torch.preserve_format)}
+        zeros = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return {'momentum_buffer': zeros}
+
+    def refresh_state(self, param, group, state):
+        "Momentum turned on after some steps starts from the gradient, as torch's."
+        if group['momentum'] != 0 and state.get('momentum_buffer') is None:
+            state.update(self.init_state(param, group))
+            state['step'].zero_()  # the rule's first step copies g into the buffer
 
     def check_group(self, group):
-        if group['nesterov'] and (group['momentum'] == 0 or group['dampening'] != 0):
-            raise ValueError(f"SGD: nesterov=True needs momentum > 0 and dampening = 0, "
-                             f"got momentum={group['momentum']!r} and dampening={group['dampening']!r}")
-        if group['ema'] and group['dampening'] != 0:
-            raise ValueError(f"SGD: ema=True damps by the momentum itself; leave dampening at 0 "
-                             f"(got dampening={group['dampening']!r})")
+        momentum, dampening = group['momentum'], group['dampening']
+        if group['nesterov'] and (momentum == 0 or dampening != 0):
+            raise ValueError(
+                'SGD: nesterov=True needs momentum > 0 and dampening = 0, got '
+                f'momentum={momentum!r} and dampening={dampening!r}')
+        if group['ema'] and dampening != 0:
+            raise ValueError('SGD: ema=True damps by the momentum itself; leave '
+                             f'dampening at 0 (got dampening={dampening!r})')

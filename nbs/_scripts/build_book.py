@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from nbdev_directives import split_directives, tags_for
+from nbdev_directives import README_ONLY, split_directives, tags_for
 
 NBS = Path(__file__).resolve().parents[1]
 ROOT = NBS.parent
@@ -34,31 +34,39 @@ BIBLIOGRAPHY_PAGE = '# References\n\n```{bibliography}\n:all:\n```\n'
 
 
 def convert(nb_path, out_path, skip_flags):
-    "Write a copy of the notebook whose code cells carry Jupyter Book tags instead of nbdev directives."
+    "Write a copy of the notebook whose code cells carry Jupyter Book tags instead of nbdev directives (README-only cells are removed)."
     nb = json.loads(nb_path.read_text(encoding='utf-8'))
     for cell in nb['cells']:
-        if cell['cell_type'] != 'code': continue
         source = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
+        if cell['cell_type'] == 'markdown' and source.startswith(README_ONLY):
+            cell.setdefault('metadata', {})['tags'] = ['remove-cell']
+        if cell['cell_type'] != 'code': continue
         directives, cell['source'] = split_directives(source)
         if tags := tags_for(directives, skip_flags):
             cell.setdefault('metadata', {})['tags'] = tags
     if any('show_doc(' in ''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code'):
-        nb['cells'].insert(0, {'cell_type': 'code', 'execution_count': None, 'id': 'sphinx-show-doc',
+        # after the install cell, so that a notebook downloaded from the book installs nbdev before this runs
+        first = 1 if nb['cells'] and nb['cells'][0].get('id') == 'install-if-missing' else 0
+        nb['cells'].insert(first, {'cell_type': 'code', 'execution_count': None, 'id': 'sphinx-show-doc',
                                'metadata': {'tags': ['remove-cell']}, 'outputs': [], 'source': SHOW_DOC_FOR_SPHINX})
     out_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
 
 
-def bundle_mathjax(src):
-    "Ship MathJax with the book (from the django-static-mathjax dev dependency): math renders with no CDN."
+def bundle_assets(src, draft=False):
+    "Ship MathJax (from the django-static-mathjax dev dependency) and the book's CSS: math renders with no CDN."
     import mathjax
     es5 = Path(mathjax.__file__).parent / 'static' / 'mathjax' / 'es5'
     unused = shutil.ignore_patterns('tex-svg*', 'tex-chtml*', 'mml-*', 'tex-mml-svg.js', 'node-main.js')
     # Not in src/_static: Jupyter Book would add a <script> tag for every .js file there.
-    shutil.copytree(es5, src / '_mathjax' / 'mathjax', ignore=unused)
+    shutil.copytree(es5, src / '_assets' / 'mathjax', ignore=unused)
+    css = [path.name for path in sorted((NBS / '_static').glob('*.css'))]
+    for name in css: shutil.copy(NBS / '_static' / name, src / '_assets' / name)
     config_path = src / '_config.yml'
     config = yaml.safe_load(config_path.read_text(encoding='utf-8'))
     sphinx_config = config.setdefault('sphinx', {}).setdefault('config', {})
-    sphinx_config.update(mathjax_path='mathjax/tex-mml-chtml.js', html_static_path=['_mathjax'])
+    sphinx_config.update(mathjax_path='mathjax/tex-mml-chtml.js', html_static_path=['_assets'], html_css_files=css)
+    # A draft leaves most chapters out, so the landing page's links to them cannot resolve there.
+    if draft: sphinx_config['suppress_warnings'] = sphinx_config.get('suppress_warnings', []) + ['myst.xref_missing']
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding='utf-8')
 
 
@@ -85,7 +93,7 @@ def main():
     skip_flags = ini['DEFAULT'].get('tst_flags', '').split()
 
     for name in BOOK_FILES: shutil.copy(NBS / name, src / name)
-    bundle_mathjax(src)
+    bundle_assets(src, draft=bool(args.only))
     if args.only:
         chapters = ''.join(f'  - file: {name}\n' for name in args.only + ['references'])
         (src / '_toc.yml').write_text(f'format: jb-book\nroot: index\nchapters:\n{chapters}', encoding='utf-8')

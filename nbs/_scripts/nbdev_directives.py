@@ -5,6 +5,9 @@ thing there, and the directive lines are removed from the source the reader sees
 """
 import re
 
+# A markdown cell that starts with this line is for the README only: the book leaves it out.
+README_ONLY = '<!-- readme-only -->'
+
 DIRECTIVE = re.compile(r'^\s*#\s*\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
 
 # directive (and value) -> Jupyter Book cell tag

@@ -1,27 +1,40 @@
 """Write README.md from nbs/index.ipynb (Quarto's nbdev_readme is not available everywhere).
 
-Markdown cells are copied as they are; code cells that are not hidden become ```python blocks.
+Markdown cells are copied as they are; code cells that are not hidden become ```python blocks. Links to the book's
+pages (`01_gradient_descent.ipynb`, `references.md`) point to the published book, whose address is `html.baseurl`
+in nbs/_config.yml. A markdown cell that starts with `<!-- readme-only -->` is in the README but not in the book.
 `--check` exits 1, without writing, when README.md differs from what it would write.
 """
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
-from nbdev_directives import split_directives, tags_for
+import yaml
+
+from nbdev_directives import README_ONLY, split_directives, tags_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = '<!-- Generated from nbs/index.ipynb by `make export`: edit the notebook, not this file. -->\n\n'
+PAGE_LINK = re.compile(r'\]\((?!https?:|#)([\w.-]+?)\.(?:ipynb|md)(#[\w-]*)?\)')
+
+
+def book_config(nbs=ROOT / 'nbs'):
+    "nbs/_config.yml, where the repository and the book's addresses are set once."
+    return yaml.safe_load((nbs / '_config.yml').read_text(encoding='utf-8'))
 
 
 def readme_text(index_path=ROOT / 'nbs' / 'index.ipynb'):
     "The README that the index notebook gives."
     nb = json.loads(index_path.read_text(encoding='utf-8'))
+    book_url = book_config(index_path.parent)['html']['baseurl'].rstrip('/') + '/'
     parts = []
     for cell in nb['cells']:
         source = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
         if cell['cell_type'] == 'markdown':
-            parts.append(source.strip())
+            if source.startswith(README_ONLY): source = source[len(README_ONLY):]
+            parts.append(PAGE_LINK.sub(lambda m: f']({book_url}{m[1]}.html{m[2] or ""})', source.strip()))
         elif cell['cell_type'] == 'code':
             directives, code = split_directives(source)
             if not {'remove-cell', 'remove-input'} & set(tags_for(directives)) and code.strip():

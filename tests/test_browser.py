@@ -1,0 +1,56 @@
+"""The built book, in a real browser: Chromium opens every page at 1280 and 400 px (nbs/_scripts/book_metrics.py).
+
+It tests the book that `make book` built (_build/book/_build/html); it does not build it. It is skipped, with the
+reason, when there is no built book or no Chromium. BOOK_HTML=<html folder> tests another build (Debian: `apt-get install chromium chromium-driver`).
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'nbs' / '_scripts'))
+import book_metrics  # noqa: E402
+
+HTML = Path(os.environ.get('BOOK_HTML', book_metrics.DEFAULT_HTML))  # BOOK_HTML: test another build
+
+
+@pytest.fixture(scope='module')
+def pages():
+    if not (HTML / 'index.html').exists():
+        pytest.skip(f'browser test skipped: no built book in {HTML} (run `make book` first)')
+    if book_metrics.find_chromium() is None:
+        pytest.skip('browser test skipped: no Chromium and chromedriver found (apt-get install chromium chromium-driver)')
+    pytest.importorskip('selenium', reason='browser test skipped: selenium is not installed')
+    pages = book_metrics.measure(HTML)
+    print('\n' + book_metrics.report(pages))
+    return pages
+
+
+RULES = {
+    'mathjax': 'MathJax rendered every formula, with no error node',
+    'images': 'every image loaded',
+    'clipped': 'no display equation is clipped at 400 px (wide ones scroll)',
+    'wide_equations': 'no display equation is wider than the column at 1280 px',
+    'wide_code': 'no visible code block is wider than its box at 1280 px',
+    'wide_outputs': 'no output is wider than its box at 1280 px',
+    'build_text': 'no warning, stderr output or build path is shown',
+    'directives': 'no nbdev directive is shown',
+    'code_budget': 'numbered chapters show at most 50 visible code lines on average, 80 at most',
+    'line_length': 'no visible code line is longer than 80 characters',
+    'figure_size': 'figures are shown at 0.8 of their size or more (median) at 1280 px',
+    'exercises': 'every numbered chapter has an Exercises section',
+}
+
+
+@pytest.mark.parametrize('rule', RULES)
+def test_book_in_browser(pages, rule):
+    broken = book_metrics.failures(pages)
+    assert rule not in broken, f'{RULES[rule]}: {broken.get(rule)}'
+
+
+def test_every_toc_page_was_opened(pages):
+    order, _ = book_metrics.toc_pages()
+    missing = [name for name in order if name not in pages]
+    assert not missing, f'pages of nbs/_toc.yml missing from the built book: {missing}'

@@ -1,0 +1,298 @@
+"""Faithful to torch.optim in what a user's code relies on: keywords, checkpoints, group keys, sparse and complex
+parameters, non-finite gradients and the messages of bad hyper-parameters."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from optimizer_cases import CASES
+from test_optimizers import assert_all_close, compute_grads, detached, make_params, param_groups, save_and_load, train
+
+from modern_updates.optim import SGD, Adagrad, Adam, AdamW
+
+IDS = lambda c: c.name
+FUSED = {'SGD', 'Adagrad', 'Adam', 'AdamW'}  # torch has a fused kernel for their update
+
+
+def reference_for(case, config):
+    "The reference optimizer, or ours on the per-tensor path where there is none with complex support (Lion)."
+    if case.name == 'Lion': return lambda ps: case.ours(param_groups(ps, config['lr']), foreach=False, **config)
+    return lambda ps: case.reference(param_groups(ps, config['lr']), **case.reference_kwargs(config))
+
+
+# ---- torch's keywords ----
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_torch_keywords_are_accepted(case):
+    config = case.configs[-1]
+    ours, theirs = make_params(), make_params()
+    train(lambda ps: case.ours(ps, fused=False, capturable=False, differentiable=False, **config), ours, 5)
+    train(lambda ps: case.ours(ps, **config), theirs, 5)
+    assert_all_close(detached(ours), detached(theirs))
+    with pytest.raises(NotImplementedError, match='differentiable=True is not supported.*torch.optim'):
+        case.ours(make_params(), differentiable=True)
+    with pytest.raises(ValueError, match='fused=True and foreach=True'):
+        case.ours(make_params(), fused=True, foreach=True)
+
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_fused_true_uses_torch_kernels_or_says_why_not(case):
+    for config in case.configs:
+        fused, single = make_params(), make_params()
+        make = lambda ps, **kw: case.ours(param_groups(ps, config['lr']), **kw, **config)
+        if case.name not in FUSED or config.get('ema'):
+            with pytest.raises(RuntimeError, match='fused=True, but torch has no fused kernel'):
+                train(lambda ps: make(ps, fused=True), fused, 1)
+            continue
+        opt, _ = train(lambda ps: make(ps, fused=True), fused, 20)
+        assert opt._plans and all(plan[1] == 'fused' for plan in opt._plans.values())
+        train(lambda ps: make(ps, foreach=False), single, 20)
+        assert_all_close(detached(fused), detached(single))
+
+
+# ---- param groups and checkpoints ----
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_extra_group_keys_are_kept(case):
+    "timm's layer-wise decay puts lr_scale in each group; torch keeps such keys, in state_dict too."
+    params = make_params()
+    opt = case.ours([{'params': params[:2], 'lr_scale': 0.5}, {'params': params[2:], 'lr_scale': 1.0}], lr=0.01)
+    compute_grads(params, 0)
+    opt.step()
+    saved = save_and_load(opt)
+    assert [g['lr_scale'] for g in saved['param_groups']] == [0.5, 1.0]
+    fresh = case.ours([{'params': params[:2]}, {'params': params[2:]}], lr=0.01)
+    fresh.load_state_dict(saved)
+    assert [g['lr_scale'] for g in fresh.param_groups] == [0.5, 1.0]
+
+
+@pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True), {}], ids=['single', 'foreach', 'default'])
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_old_checkpoint_with_a_number_step_loads_and_steps(case, path):
+    "torch < 1.12 saved state['step'] as a Python number; torch converts it on load."
+    config = case.configs[-1]
+    make = lambda ps: case.ours(param_groups(ps, config['lr']), **path, **config)
+    straight = make_params()
+    train(make, straight, 10)
+    resumed = make_params()
+    opt, _ = train(make, resumed, 5)
+    saved = save_and_load(opt)
+    for s in saved['state'].values(): s['step'] = int(s['step'])
+    opt = make(resumed)
+    opt.load_state_dict(saved)
+    assert all(torch.is_tensor(s['step']) and s['step'].dtype == torch.float32 for s in opt.state.values())
+    train(lambda ps: opt, resumed, 5, start=5)
+    assert_all_close(detached(resumed), detached(straight))
+
+
+@pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True), {}], ids=['single', 'foreach', 'default'])
+@pytest.mark.parametrize('dampening', [0.0, 0.3])
+def test_sgd_momentum_turned_on_later_starts_from_the_gradient(dampening, path):
+    "A momentum warm-up: torch starts the buffer from the gradient when momentum first becomes non-zero."
+    def run(make):
+        params = make_params()
+        opt = make(params)
+        for t in range(12):
+            if t == 4:
+                for g in opt.param_groups: g['momentum'] = 0.9
+            compute_grads(params, t)
+            opt.step()
+        return detached(params)
+    ours = run(lambda ps: SGD(param_groups(ps, 0.05), lr=0.05, dampening=dampening, **path))
+    theirs = run(lambda ps: torch.optim.SGD(param_groups(ps, 0.05), lr=0.05, dampening=dampening))
+    assert_all_close(ours, theirs)
+
+
+@pytest.mark.parametrize('source', ['ours', 'torch'])
+def test_adamw_loading_an_adam_checkpoint_stays_decoupled(source):
+    "torch's test_adamw_serialization: AdamW keeps decoupled weight decay, Adam takes it from an AdamW checkpoint."
+    adam, adamw = (Adam, AdamW) if source == 'ours' else (torch.optim.Adam, torch.optim.AdamW)
+    model = torch.nn.Linear(5, 5)
+    new = Adam(model.parameters())
+    new.load_state_dict(adamw(model.parameters()).state_dict())
+    assert new.param_groups[0]['decoupled_weight_decay'] is True
+    adam_state = adam(model.parameters()).state_dict()
+    assert adam_state['param_groups'][0]['decoupled_weight_decay'] is False
+    new = AdamW(model.parameters())
+    new.load_state_dict(adam_state)
+    assert new.param_groups[0]['decoupled_weight_decay'] is True
+    # and it steps as AdamW does
+    ours, theirs = make_params(), make_params()
+    opt = AdamW(ours, lr=0.01, weight_decay=0.5)
+    opt.load_state_dict(adam(ours, lr=0.01, weight_decay=0.5).state_dict())
+    train(lambda ps: opt, ours, 5)
+    train(lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.5), theirs, 5)
+    assert_all_close(detached(ours), detached(theirs))
+
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_step_follows_the_default_dtype(case):
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        for path in (dict(foreach=False), dict(foreach=True), {}):
+            opt, _ = train(lambda ps: case.ours(ps, **path, **case.configs[0]), make_params(torch.float64), 2)
+            assert {s['step'].dtype for s in opt.state.values()} == {torch.float64}
+        if case.name != 'Lion':
+            ref, _ = train(lambda ps: case.reference(ps, **case.configs[0]), make_params(torch.float64), 2)
+            assert {s['step'].dtype for s in ref.state.values() if 'step' in s} <= {torch.float64}
+    finally:
+        torch.set_default_dtype(before)
+    opt, _ = train(lambda ps: case.ours(ps, **case.configs[0]), make_params(), 2)
+    assert {s['step'].dtype for s in opt.state.values()} == {torch.float32}
+
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_numpy_and_tensor_learning_rates(case):
+    config = {k: v for k, v in case.configs[-1].items() if k != 'lr'}
+    lr = case.configs[-1]['lr']
+    expected = make_params()
+    train(lambda ps: case.ours(ps, lr=lr, **config), expected, 5)
+    for value in (np.array(lr), np.float64(lr), torch.tensor(lr)):
+        for path in (dict(foreach=False), dict(foreach=True), {}):
+            ours = make_params()
+            train(lambda ps: case.ours(ps, lr=value, **path, **config), ours, 5)
+            assert_all_close(detached(ours), detached(expected))
+
+
+# ---- sparse gradients and complex parameters ----
+
+SPARSE = [(SGD, torch.optim.SGD, dict(lr=0.1)), (SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
+          (SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, maximize=True)),
+          (Adagrad, torch.optim.Adagrad, dict(lr=0.1)),
+          (Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.2, maximize=True))]
+
+
+@pytest.mark.parametrize('ours,theirs,config', SPARSE, ids=lambda x: getattr(x, '__name__', None) or str(x))
+def test_sparse_gradients_match_torch(ours, theirs, config):
+    "nn.Embedding(sparse=True): each step touches a few rows, the case AdaGrad was written for."
+    def run(make):
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(20, 4, sparse=True)
+        opt = make(emb.parameters())
+        for t in range(12):
+            opt.zero_grad()
+            rows = torch.randint(0, 20, (6,), generator=torch.Generator().manual_seed(t))
+            (emb(rows) ** 2).sum().backward()
+            assert emb.weight.grad.is_sparse
+            opt.step()
+        return [emb.weight.detach()]
+    assert_all_close(run(lambda ps: ours(ps, **config)), run(lambda ps: theirs(ps, **config)))
+
+
+def test_sparse_gradients_refused_where_torch_refuses_them():
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    emb(torch.tensor([1])).sum().backward()
+    with pytest.raises(ValueError, match='weight_decay=0.1'):
+        Adagrad(emb.parameters(), weight_decay=0.1).step()
+    with pytest.raises(RuntimeError, match='one tensor at a time'):
+        SGD(emb.parameters(), fused=True).step()
+    with pytest.raises(RuntimeError, match='Adam does not support sparse gradients'):
+        Adam(emb.parameters()).step()
+
+
+def make_complex_params():
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(4, 3, dtype=torch.complex64, generator=g), torch.randn(5, generator=g),
+               torch.randn(6, 4, dtype=torch.complex64, generator=g).t(), torch.randn(3, dtype=torch.complex64, generator=g)]
+    return [t.requires_grad_() for t in tensors]
+
+
+def train_complex(make_opt, params, steps):
+    opt = make_opt(params)
+    for t in range(steps):
+        for p in params: p.grad = None
+        g = torch.Generator().manual_seed(100 + t)
+        loss = sum((p - torch.randn(p.shape, dtype=p.dtype, generator=g)).abs().pow(2).sum() for p in params)
+        loss.backward()
+        opt.step()
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True), {}], ids=['single', 'foreach', 'default'])
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_complex_parameters_step_as_their_real_views(case, path):
+    for config in case.configs:
+        ours = train_complex(lambda ps: case.ours(param_groups(ps, config['lr']), **path, **config),
+                             make_complex_params(), 12)
+        theirs = train_complex(reference_for(case, config), make_complex_params(), 12)
+        assert_all_close(ours, theirs)
+        assert ours[0].is_complex()
+
+
+# ---- non-finite gradients ----
+
+def nan_step(opt, params, t, bad=float('nan')):
+    compute_grads(params, t)
+    params[2].grad[1, 1] = bad
+    opt.step()
+
+
+@pytest.mark.parametrize('clip', [{}, dict(max_grad_norm=1.0), dict(max_grad_value=0.5)], ids=['plain', 'norm', 'value'])
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_nonfinite_gradient_raises_by_default_naming_the_group(case, clip):
+    params = make_params()
+    opt, _ = train(lambda ps: case.ours(param_groups(ps, case.configs[-1]['lr']), **clip, **case.configs[-1]), params, 2)
+    before = copy.deepcopy(opt.state_dict()), detached(params)
+    for bad in (float('nan'), float('inf')):
+        with pytest.raises(RuntimeError, match=r"parameter 0 \(shape \(4, 6\)\) in param group 1 .*nonfinite='skip'"):
+            nan_step(opt, params, 2, bad)
+    assert_all_close(detached(params), before[1], exact=True)
+    assert_all_close([s for st in opt.state_dict()['state'].values() for s in st.values()],
+                     [s for st in before[0]['state'].values() for s in st.values()], exact=True)
+
+
+@pytest.mark.parametrize('clip', [{}, dict(max_grad_norm=1.0), dict(max_grad_value=0.5)], ids=['plain', 'norm', 'value'])
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_nonfinite_skip_leaves_params_and_state_untouched_and_counts(case, clip):
+    config = case.configs[-1]
+    make = lambda ps: case.ours(param_groups(ps, config['lr']), nonfinite='skip', **clip, **config)
+    params = make_params()
+    opt = make(params)
+    nan_step(opt, params, 0)  # even the first step: no state is created
+    assert not opt.state and opt.skipped_steps == 1
+    assert_all_close(detached(params), detached(make_params()), exact=True)
+    train(lambda ps: opt, params, 4, start=1)
+    state = copy.deepcopy(opt.state_dict()['state'])
+    nan_step(opt, params, 5, float('inf'))
+    assert opt.skipped_steps == 2
+    for key, s in opt.state_dict()['state'].items():
+        assert_all_close(list(s.values()), list(state[key].values()), exact=True)
+    train(lambda ps: opt, params, 3, start=6)
+    # the run equals one that never saw the bad batches
+    reference = make_params()
+    ref_opt, _ = train(make, reference, 4, start=1)
+    train(lambda ps: ref_opt, reference, 3, start=6)
+    assert_all_close(detached(params), detached(reference), exact=True)
+    # the count is saved with the checkpoint
+    fresh = make(make_params())
+    fresh.load_state_dict(save_and_load(opt))
+    assert fresh.skipped_steps == 2
+
+
+def test_nonfinite_ignore_steps_as_torch_does():
+    ours, theirs = make_params(), make_params()
+    nan_step(Adam(ours, lr=0.01, nonfinite='ignore'), ours, 0)
+    nan_step(torch.optim.Adam(theirs, lr=0.01), theirs, 0)
+    torch.testing.assert_close(detached(ours), detached(theirs), equal_nan=True)
+    assert detached(ours)[2].isnan().any()
+
+
+# ---- messages ----
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_hyperparameter_messages_name_the_value(case):
+    with pytest.raises(ValueError) as info:
+        case.ours(make_params(), lr=float('inf'))
+    assert 'lr=inf' in str(info.value) and 'inf]' not in str(info.value) and 'finite' in str(info.value)
+    for bad in (torch.tensor([0.1]), torch.tensor([[0.1]]), torch.tensor([0.1, 0.2])):
+        with pytest.raises(ValueError, match=r'invalid lr=tensor\(.*0-d tensor'):
+            case.ours(make_params(), lr=bad)
+    with pytest.raises(ValueError, match=r'invalid weight_decay=tensor\(\[0.1000\]\)'):
+        case.ours(make_params(), weight_decay=torch.tensor([0.1]))
+    with pytest.raises(ValueError, match="invalid nonfinite='drop'; expected 'raise' or 'skip' or 'ignore'"):
+        case.ours(make_params(), nonfinite='drop')
+    opt = case.ours(make_params(), lr=torch.tensor(0.01))  # a 0-d tensor is fine
+    opt.param_groups[0]['lr'] = torch.tensor([0.01])        # and a scheduler's bad value is caught at the step
+    with pytest.raises(ValueError, match=r'invalid lr=tensor\(\[0.0100\]\)'):
+        opt.step()
