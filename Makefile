@@ -58,9 +58,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m modern_updates.benchmark --config full --jobs 2 --out nbs/results/benchmark_full.json
 
-# Writes nbs/results/speed_<device>.json; one thread, so that the numbers compare across machines.
+# Writes nbs/results/speed_<device>.json (the module's default --out); one thread, so that numbers compare.
 bench-speed: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m modern_updates.benchmark.speed --out nbs/results
+	OMP_NUM_THREADS=1 $(BIN)/python -m modern_updates.benchmark.speed
 
 metrics: $(STAMP)
 	$(BIN)/python nbs/_scripts/book_metrics.py $(BOOK)/_build/html

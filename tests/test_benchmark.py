@@ -60,7 +60,7 @@ def test_records_are_plain_dicts_in_protocol_order():
                             progress=False)
     assert len(records) == 2 * (2 + 2 * 2)
     keys = {'problem', 'optimizer', 'phase', 'trial', 'hparams', 'seed', 'epochs', 'metric', 'higher_is_better', 'valid',
-            'test', 'diverged', 'seconds'}
+            'test', 'diverged', 'seconds', 'valid_curve'}
     for r in records:
         assert type(r) is dict and set(r) == keys
         assert r['diverged'] or (math.isfinite(r['test']) and math.isfinite(r['valid']))
@@ -89,7 +89,23 @@ def test_the_committed_results_file_is_what_the_protocol_computes():
     settings = CONFIGS['full']
     ours = benchmark_pair('rosenbrock', 'SGD', budget=settings['budget'], seeds=settings['seeds'])
     theirs = [r for r in records if (r['problem'], r['optimizer']) == ('rosenbrock', 'SGD')]
-    strip = lambda rs: [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if k != 'seconds'} for r in rs]
+    drop = {'seconds', 'valid_curve'}  # the file records final metrics only
+    strip = lambda rs: [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if k not in drop} for r in rs]
     def same(a, b): return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
     for a, b in zip(strip(ours), strip(theirs), strict=True):
         assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a), (a, b)
+
+
+def test_steps_to_target_reads_the_validation_curve(tmp_path):
+    from modern_updates.benchmark.protocol import load_results, save_results, steps_to_target
+    record = train_run('mlp', 'Adam', dict(lr=0.01), seed=1, epochs=3)
+    steps = [s for s, _ in record['valid_curve']]
+    assert steps == [32, 64, 96] and record['valid_curve'][-1][1] == record['valid']
+    best = max(v for _, v in record['valid_curve'])
+    assert steps_to_target(record, best) == next(s for s, v in record['valid_curve'] if v == best)
+    assert steps_to_target(record, 1.01) == math.inf
+    diverged = train_run('rosenbrock', 'SGD', dict(lr=1.0), seed=1, epochs=2)
+    assert diverged['diverged'] and steps_to_target(diverged, 1e9) == math.inf
+    save_results(tmp_path / 'r.json', [record, diverged], {})
+    _, (again, again_diverged) = load_results(tmp_path / 'r.json')
+    assert again['valid_curve'] == record['valid_curve'] and steps_to_target(again, best) == steps_to_target(record, best)

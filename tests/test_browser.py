@@ -5,6 +5,7 @@ reason, when there is no built book or no Chromium. BOOK_HTML=<html folder> test
 """
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ def pages():
     if book_metrics.find_chromium() is None:
         pytest.skip('browser test skipped: no Chromium and chromedriver found (apt-get install chromium chromium-driver)')
     pytest.importorskip('selenium', reason='browser test skipped: selenium is not installed')
+    newer = [nb.name for nb in (ROOT / 'nbs').glob('*.ipynb') if nb.stat().st_mtime > (HTML / 'index.html').stat().st_mtime]
+    if newer and HTML == book_metrics.DEFAULT_HTML:
+        warnings.warn(f'the built book is older than {len(newer)} notebooks (e.g. {newer[0]}): run `make book` to test them')
     pages = book_metrics.measure(HTML)
     print('\n' + book_metrics.report(pages))
     return pages

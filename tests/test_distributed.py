@@ -76,6 +76,19 @@ def worker(rank, port, out):
                 train(ours_model, ours, STEPS, start=STEPS)
                 train(resumed_model, resumed, STEPS, start=STEPS)
                 results[case.name, how, 'resumed'] = max_difference(ours_model, resumed_model)
+            # a nan on one rank's shard only: every rank must skip the step, or the replicas drift apart
+            model = wrap(make_model(), 'fsdp2')
+            opt = case.ours(model.parameters(), nonfinite='skip', **config)
+            train(model, opt, 1)
+            before = full(model)
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(torch.ones(2, 6)), torch.zeros(2, 3)).backward()
+            if rank == 0: next(model.parameters()).grad.to_local()[0, 0] = float('nan')
+            opt.step()
+            counts = [None] * WORLD
+            dist.all_gather_object(counts, opt.skipped_steps)
+            results[case.name, 'fsdp2', 'skipped'] = counts
+            results[case.name, 'fsdp2', 'untouched'] = all(torch.equal(a, b) for a, b in zip(before, full(model)))
         if rank == 0: torch.save(results, out)
     finally:
         dist.destroy_process_group()
@@ -93,6 +106,12 @@ def results(tmp_path_factory):
 def test_trains_as_the_reference_and_resumes_from_a_distributed_checkpoint(results, case, how):
     assert results[case.name, how, 'vs reference'] < 1e-5
     assert results[case.name, how, 'resumed'] == 0.0
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: c.name)
+def test_a_nan_on_one_shard_skips_the_step_on_every_rank(results, case):
+    assert results[case.name, 'fsdp2', 'skipped'] == [1] * WORLD
+    assert results[case.name, 'fsdp2', 'untouched']
 
 
 if __name__ == '__main__':

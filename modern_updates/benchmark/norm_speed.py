@@ -65,7 +65,7 @@ def copy_roof_ms(numel, dtype, device, passes):
 def run(device='cpu', quick=False, repeats=None):
     "Rows {'layer','dtype','shape','pass','ours_ms','torch_ms','liger_ms','roof_ms','ratio_vs_torch'}, medians of interleaved runs."
     cases = QUICK.get(device, CUDA_CASES[:2]) if quick else (CUDA_CASES if device == 'cuda' else CPU_CASES)
-    repeats = repeats or (3 if quick else 15 if device == 'cpu' else 50)
+    repeats = repeats or (2 if quick else 7 if device == 'cpu' else 20)
     threads = torch.get_num_threads()
     if device == 'cpu': torch.set_num_threads(1)   # one thread: the kernels compared, not the thread pools
     clock, rows = timed(device), []
@@ -78,9 +78,10 @@ def run(device='cpu', quick=False, repeats=None):
                 calls = {k: (lambda m=m: m(x)) if name == 'fwd' else (lambda m=m: m(x).backward(upstream))
                          for k, m in layers.items()}
                 times = {k: [] for k in calls}
-                for _ in range(2): [f() for f in calls.values()]   # warm-up
-                for _ in range(repeats):
-                    for k, f in calls.items(): times[k].append(clock(f))
+                for _ in range(repeats):   # rounds alternate the layers; within a round, the allocator reaches a steady state
+                    for k, f in calls.items():
+                        f()
+                        times[k] += [clock(f) for _ in range(3)]
                 ms = {k: statistics.median(v) for k, v in times.items()}
                 rows.append(dict(layer=layer, dtype=str(dtype).removeprefix('torch.'), shape=list(shape), **{'pass': name},
                                  ours_ms=ms['ours'], torch_ms=ms['torch'], liger_ms=ms.get('liger'),

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LR', 'BETA1', 'BETA2', 'OPTIMIZER_SPECS', 'CONFIGS', 'log_uniform', 'one_minus', 'OptimizerSpec',
-           'available_optimizers', 'make_optimizer', 'sample_hparams', 'train_run', 'best_record', 'benchmark_pair',
-           'ProgressBar', 'run_benchmark', 'save_results', 'load_results', 'main']
+           'available_optimizers', 'make_optimizer', 'sample_hparams', 'steps_to_target', 'train_run', 'best_record',
+           'benchmark_pair', 'ProgressBar', 'run_benchmark', 'save_results', 'load_results', 'main']
 
 # %% ../../nbs/11_which_optimizer.ipynb #f232ca62
 import argparse
@@ -87,23 +87,30 @@ def sample_hparams(name, gen):
     return {key: draw(sampler) for key, sampler in OPTIMIZER_SPECS[name].search.items()}
 
 # %% ../../nbs/11_which_optimizer.ipynb #w122b3e9
-def _record(task, optimizer, hparams, diverged, seconds):
-    "A run's record: the final validation and test metric (NaN if the run diverged)."
+def _record(task, optimizer, hparams, diverged, seconds, curve=()):
+    "A run's record: the final validation and test metric (NaN if the run diverged), and the validation curve."
     valid, test = task.evaluate('valid')[task.metric], task.evaluate('test')[task.metric]
     diverged = diverged or not (math.isfinite(valid) and math.isfinite(test))
     nan = float('nan')
     return dict(problem=task.name, optimizer=optimizer, hparams=dict(hparams or {}), seed=task.seed,
                 epochs=task.epochs, metric=f'test_{task.metric}', higher_is_better=task.higher_is_better,
                 valid=nan if diverged else valid, test=nan if diverged else test, diverged=diverged,
-                seconds=seconds)
+                seconds=seconds, valid_curve=[[s, v if math.isfinite(v) else nan] for s, v in curve])
+
+
+def steps_to_target(record, target):
+    "AlgoPerf's measure: the first step (at an epoch's end) whose validation metric reaches `target`; inf if none."
+    reached = (lambda v: v >= target) if record['higher_is_better'] else (lambda v: v <= target)
+    return next((step for step, value in record.get('valid_curve') or [] if value == value and reached(value)),
+                math.inf)
 
 # %% ../../nbs/11_which_optimizer.ipynb #c4eece2a
 def train_run(problem, optimizer, hparams=None, seed=0, epochs=None):
     "Train `optimizer` once on `problem`; a record of the final metrics."
     task = make_problem(problem, seed=seed, epochs=epochs)
     opt = make_optimizer(optimizer, task.model.parameters(), **(hparams or {}))
-    start, diverged = time.perf_counter(), False
-    for batch in task.batches():
+    start, diverged, curve = time.perf_counter(), False, []
+    for step, batch in enumerate(task.batches(), 1):
         opt.zero_grad()
         loss = task.loss(batch)
         if not math.isfinite(loss.item()):  # DeepOBS stops here too
@@ -111,8 +118,10 @@ def train_run(problem, optimizer, hparams=None, seed=0, epochs=None):
             break
         loss.backward()
         opt.step()
+        if step % task.steps_per_epoch == 0:  # the validation curve
+            curve.append((step, task.evaluate('valid')[task.metric]))
     seconds = time.perf_counter() - start
-    return _record(task, optimizer, hparams, diverged, seconds)
+    return _record(task, optimizer, hparams, diverged, seconds, curve)
 
 # %% ../../nbs/11_which_optimizer.ipynb #9a424ffb
 def best_record(records):
@@ -204,6 +213,8 @@ def _finite_or_none(value): return value if not isinstance(value, float) or math
 def save_results(path, records, meta):
     "Write `{'meta': meta, 'records': records}` as JSON (NaN as null)."
     clean = [{k: _finite_or_none(v) for k, v in r.items()} for r in records]
+    for r in clean:
+        if r.get('valid_curve'): r['valid_curve'] = [[s, _finite_or_none(v)] for s, v in r['valid_curve']]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f: json.dump({'meta': meta, 'records': clean}, f, indent=1)
 
@@ -212,7 +223,10 @@ def load_results(path):
     "The `(meta, records)` of a results file, null metrics back to NaN."
     with open(path) as f: data = json.load(f)
     nan_if_none = lambda v: float('nan') if v is None else v
-    return data['meta'], [dict(r, valid=nan_if_none(r['valid']), test=nan_if_none(r['test'])) for r in data['records']]
+    def load(r):
+        curve = [[s, nan_if_none(v)] for s, v in r.get('valid_curve') or []]
+        return dict(r, valid=nan_if_none(r['valid']), test=nan_if_none(r['test']), valid_curve=curve)
+    return data['meta'], [load(r) for r in data['records']]
 
 
 def main(argv=None):

@@ -27,73 +27,91 @@ def check_floating(owner, x):
         raise TypeError(f'{owner}: expected a real floating-point input, got dtype={x.dtype}')
 
 # %% ../../nbs/08_batchnorm.ipynb #e13cacee
-def batch_norm(x, weight, bias, running_mean, running_var, *, use_batch_stats, average_factor, eps):
-    "Batch Normalization over every dimension of `x` but dimension 1; updates the running statistics in place."
+def batch_norm(x, weight, bias, running_mean, running_var, *, use_batch_stats,
+               average_factor, eps):
+    "Batch Normalization over every dimension of `x` but dimension 1."
     dims, shape = [0, *range(2, x.ndim)], (1, -1) + (1,) * (x.ndim - 2)
     dtype = compute_dtype(x.dtype)
     x32 = x.to(dtype)
-    mean = x32.mean(dims) if use_batch_stats else running_mean.to(dtype)         # μ_B, or the running μ̂
-    centred = x32 - mean.view(shape)                                             # x − μ
-    var = centred.square().mean(dims) if use_batch_stats else running_var.to(dtype)  # σ²_B (biased), or σ̂²
+    mean = x32.mean(dims) if use_batch_stats else running_mean.to(dtype)  # μ_B
+    centred = x32 - mean.view(shape)                                   # x − μ
+    var = (centred.square().mean(dims) if use_batch_stats               # σ²_B
+           else running_var.to(dtype))
     if use_batch_stats and running_mean is not None:
         m = x.numel() // x.shape[1]
-        with torch.no_grad():                                                    # population estimates: unbiased variance
+        with torch.no_grad():            # population estimates: unbiased σ²
             running_mean.lerp_(mean.to(running_mean.dtype), average_factor)
-            running_var.lerp_((var * (m / (m - 1))).to(running_var.dtype), average_factor)
-    if eps == 0 and use_batch_stats:                                             # a constant channel: x̂ = 0, the limit ε → 0
+            unbiased = (var * (m / (m - 1))).to(running_var.dtype)
+            running_var.lerp_(unbiased, average_factor)
+    if eps == 0 and use_batch_stats:     # a constant channel: x̂ = 0 (ε → 0)
         constant = x32.amax(dims) == x32.amin(dims)
-        scale = torch.where(constant, 0, torch.rsqrt(torch.where(constant, 1, var)))
+        safe_var = torch.where(constant, 1, var)
+        scale = torch.where(constant, 0, torch.rsqrt(safe_var))
     else:
-        scale = torch.rsqrt(var + eps)                                           # 1/√(σ² + ε)
-    if weight is None: return (centred * scale.view(shape)).to(x.dtype)          # x̂
-    scale = weight.to(dtype) * scale                                             # γ/√(σ² + ε)
-    if bias is None: return (centred * scale.view(shape)).to(x.dtype)            # γ x̂
-    return torch.addcmul(bias.to(dtype).view(shape), centred, scale.view(shape)).to(x.dtype)  # γ x̂ + β
+        scale = torch.rsqrt(var + eps)                         # 1/√(σ² + ε)
+    if weight is not None: scale = weight.to(dtype) * scale    # γ/√(σ² + ε)
+    z = centred * scale.view(shape)                            # γ x̂
+    if bias is not None: z = z + bias.to(dtype).view(shape)    # + β
+    return z.to(x.dtype)
 
 # %% ../../nbs/08_batchnorm.ipynb #90e1b771
 class BatchNorm:
-    "The computation `BatchNorm1d` and `BatchNorm2d` share: Batch Normalization over every dimension but the channels (dimension 1)."
+    "The computation of `BatchNorm1d` and `BatchNorm2d`: over all but dim 1."
     accepted_ndims = (2, 3, 4, 5)
     shape_names = '(N, C, ...)'
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None,
-                 *, bias=True):
-        check_arguments(type(self).__name__, num_features=(num_features, is_positive_int), eps=(eps, in_interval(0)),
-                        momentum=(momentum, none_or(in_interval(0, 1))), affine=(affine, is_flag),
-                        track_running_stats=(track_running_stats, is_flag), bias=(bias, is_flag))
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None, *,
+                 bias=True):
+        check_arguments(
+            type(self).__name__, num_features=(num_features, is_positive_int),
+            eps=(eps, in_interval(0)),
+            momentum=(momentum, none_or(in_interval(0, 1))),
+            affine=(affine, is_flag), bias=(bias, is_flag),
+            track_running_stats=(track_running_stats, is_flag))
+        super().__init__(num_features, eps, momentum, affine,
+                         track_running_stats, device, dtype, bias=bias)
 
     def check_input(self, x):
         "Raise a clear error for an input this layer cannot normalise."
-        name = type(self).__name__
+        name, shape = type(self).__name__, tuple(x.shape)
         check_floating(name, x)
         if x.ndim not in self.accepted_ndims:
-            raise ValueError(f'{name}: expected an input of shape {self.shape_names}, got {x.ndim} dimensions, shape={tuple(x.shape)}')
+            raise ValueError(f'{name}: expected an input of shape '
+                             f'{self.shape_names}, got {x.ndim} dimensions, '
+                             f'shape={shape}')
         if x.shape[1] != self.num_features:
-            raise ValueError(f'{name}: expected num_features={self.num_features} channels in dimension 1, '
-                             f'got {x.shape[1]} (input shape={tuple(x.shape)})')
+            raise ValueError(f'{name}: expected num_features='
+                             f'{self.num_features} channels in dimension 1, '
+                             f'got {x.shape[1]} (input shape={shape})')
 
     def forward(self, x):
         self.check_input(x)
         use_batch_stats = self.training or self.running_mean is None
         if use_batch_stats and x.numel() // x.shape[1] == 1:
-            raise ValueError(f'{type(self).__name__}: expected more than 1 value per channel when training, '
-                             f'got 1 (input shape={tuple(x.shape)})')
+            raise ValueError(f'{type(self).__name__}: expected more than 1 '
+                             'value per channel when training, got 1 '
+                             f'(input shape={tuple(x.shape)})')
         update = self.training and self.track_running_stats
         if update: self.num_batches_tracked.add_(1)
-        factor = (1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum) if update else 0.0
-        running = (self.running_mean, self.running_var) if not self.training or self.track_running_stats else (None, None)
-        if self.eps == 0 and x.numel():  # the reference: a correct x̂ = 0 on a constant channel, where the kernels give 0/0
-            return batch_norm(x, self.weight, self.bias, *running, use_batch_stats=use_batch_stats,
+        factor = 0.0
+        if update: factor = (1.0 / self.num_batches_tracked.item()
+                             if self.momentum is None else self.momentum)
+        running = (self.running_mean, self.running_var)
+        if self.training and not self.track_running_stats: running = None, None
+        if self.eps == 0 and x.numel():  # the kernels would give 0/0
+            return batch_norm(x, self.weight, self.bias, *running,
+                              use_batch_stats=use_batch_stats,
                               average_factor=factor, eps=self.eps)
-        return F.batch_norm(x, *running, self.weight, self.bias, use_batch_stats, factor, self.eps)
+        return F.batch_norm(x, *running, self.weight, self.bias,
+                            use_batch_stats, factor, self.eps)
 
 
 class BatchNorm1d(BatchNorm, nn.BatchNorm1d):
-    "Batch Normalization of (N, C) or (N, C, L) inputs, one mean and variance per feature C: a `torch.nn.BatchNorm1d`."
+    "BatchNorm of (N, C) or (N, C, L) inputs: a `torch.nn.BatchNorm1d`."
     accepted_ndims, shape_names = (2, 3), '(N, C) or (N, C, L)'
 
 
 class BatchNorm2d(BatchNorm, nn.BatchNorm2d):
-    "Batch Normalization of (N, C, H, W) images, one mean and variance per channel C: a `torch.nn.BatchNorm2d`."
+    "BatchNorm of (N, C, H, W) images: a `torch.nn.BatchNorm2d`."
     accepted_ndims, shape_names = (4,), '(N, C, H, W)'

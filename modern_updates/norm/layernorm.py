@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['scaled_rows', 'row_stats', 'affine', 'last_dims_norm_reference', 'forward_torch', 'backward_from_x_hat',
-           'backward_torch', 'triton_installed', 'on_triton', 'last_dims_norm_fast', 'last_dims_norm_backward',
-           'reference_grads', 'setup_context', 'backward', 'under_transform', 'last_dims_norm', 'LastDimsNormFunction',
-           'as_shape', 'check_last_dims_arguments', 'LastDimsNorm', 'LayerNorm']
+           'backward_torch', 'triton_installed', 'on_triton', 'fast_forward', 'fast_backward', 'last_dims_norm_fast',
+           'last_dims_norm_backward', 'reference_grads', 'setup_context', 'make_backward', 'LastDimsNormEager',
+           'under_transform', 'last_dims_norm', 'LastDimsNormFunction', 'as_shape', 'check_last_dims_arguments',
+           'LastDimsNorm', 'LayerNorm']
 
 # %% ../../nbs/09_layernorm.ipynb #c20ccaa4
 import functools
@@ -23,19 +24,19 @@ from ..optim.base import check_arguments, in_interval, is_flag
 
 # %% ../../nbs/09_layernorm.ipynb #b7b6f824
 def scaled_rows(x, eps):
-    "x / s and ε / s², with s a power of two per row, so that no square of a finite input overflows."
+    "x / s and ε / s², s a power of two per row: no square of x overflows."
     top = x.detach().abs().amax(-1, keepdim=True).clamp(min=1)
-    s = torch.ldexp(torch.ones_like(top), torch.frexp(top).exponent - 1)  # exact division: x / s in [-2, 2]
-    return x / s, eps / s.square(), s
+    s = torch.ldexp(torch.ones_like(top), torch.frexp(top).exponent - 1)
+    return x / s, eps / s.square(), s           # x / s is exact, in [-2, 2]
 
 
 def row_stats(x, eps, center):
     "x̂, μ_l and r = (σ²_l + ε)^-½ of each row of `x`, from the rescaled rows."
     xs, eps_s, s = scaled_rows(x, eps)
-    mean = xs.mean(-1, keepdim=True) if center else torch.zeros_like(s)   # μ_l / s, or no centring
-    centred = xs - mean if center else xs
-    r = torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps_s)      # s (σ²_l + ε)^-½
-    return centred * r, mean * s, r / s
+    mean = xs.mean(-1, keepdim=True) if center else torch.zeros_like(s)
+    centred = xs - mean if center else xs                           # x − μ_l
+    r = torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps_s)
+    return centred * r, mean * s, r / s                             # x̂, μ_l, r
 
 
 def affine(x_hat, weight, bias):
@@ -45,7 +46,7 @@ def affine(x_hat, weight, bias):
 
 
 def last_dims_norm_reference(x, weight, bias, eps, center):
-    "LayerNorm (`center=True`) or RMSNorm of the rows of `x`, in plain differentiable torch ops."
+    "LayerNorm (`center=True`) or RMSNorm of the rows of `x`, plain torch ops."
     x_hat = row_stats(x.to(compute_dtype(x.dtype)), eps, center)[0]
     return affine(x_hat, weight, bias).to(x.dtype)
 
@@ -66,13 +67,14 @@ def forward_torch(x, weight, bias, eps, center):
     return y, mean.to(dtype), r.to(dtype)
 
 
-def backward_from_x_hat(g, x_hat, r, weight, center):
+def backward_from_x_hat(g, x_hat, r, weight, center, has_bias=True):
     "∂L/∂x, ∂L/∂γ and ∂L/∂β from the upstream g, x̂ and r, by the formulas above; `x_hat` is overwritten."
     d, g = x_hat.shape[-1], g.to(r.dtype)
     w = None if weight is None else weight.to(r.dtype)
     row_mean = lambda t, by=None: (t.sum(-1) if by is None else t @ by).unsqueeze(-1).div_(d)  # ⟨t ⊙ by⟩
     g_x_hat = x_hat * g
-    grad_weight, grad_bias = g_x_hat.sum(0), g.sum(0)                         # Σ g ⊙ x̂, Σ g
+    grad_weight = None if w is None else g_x_hat.sum(0)                       # Σ g ⊙ x̂
+    grad_bias = g.sum(0) if has_bias else None                                # Σ g
     grad_x = x_hat.mul_(-row_mean(g_x_hat, w))                                # − x̂ ⟨ĝ ⊙ x̂⟩, ĝ = γ ⊙ g
     if w is None: grad_x.add_(g)
     else: grad_x.addcmul_(g, w)                                               # + ĝ
@@ -92,7 +94,7 @@ def backward_torch(g, x, weight, bias, mean, r, eps, center):
             g.to(dtype), x.to(dtype), (x.shape[-1],), mean, r, wide(weight), wide(bias), mask)
     else:
         x_hat = x.to(dtype) * r if safe else row_stats(x.to(dtype), eps, center)[0]
-        grad_x, grad_weight, grad_bias = backward_from_x_hat(g, x_hat, r, weight, center)
+        grad_x, grad_weight, grad_bias = backward_from_x_hat(g, x_hat, r, weight, center, bias is not None)
     columns = lambda t: x.new_zeros(x.shape[-1], dtype=dtype) if t is None else t.to(dtype)
     return grad_x.to(x.dtype), columns(grad_weight), columns(grad_bias)
 
@@ -107,14 +109,27 @@ def on_triton(x):
             and x.shape[-1] <= 65536 and triton_installed())
 
 
-@torch.library.custom_op('modern_updates::last_dims_norm', mutates_args=())
-def last_dims_norm_fast(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-                        center: bool) -> tuple[Tensor, Tensor, Tensor]:
+def fast_forward(x, weight, bias, eps, center):
     "y, μ_l and r of the rows of `x`: Triton kernels on CUDA, torch's kernels elsewhere."
     if on_triton(x):
         from modern_updates.norm import triton_kernels
         return triton_kernels.norm_forward(x, weight, bias, eps, center)
     return forward_torch(x, weight, bias, eps, center)
+
+
+def fast_backward(g, x, weight, bias, mean, r, eps, center):
+    "∂L/∂x, ∂L/∂γ, ∂L/∂β (the last two summed over the rows in float32 or wider) of `fast_forward`."
+    if on_triton(x):
+        from modern_updates.norm import triton_kernels
+        return triton_kernels.norm_backward(g, x, weight, eps, center)
+    return backward_torch(g, x, weight, bias, mean, r, eps, center)
+
+
+@torch.library.custom_op('modern_updates::last_dims_norm', mutates_args=())
+def last_dims_norm_fast(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                        center: bool) -> tuple[Tensor, Tensor, Tensor]:
+    "`fast_forward` as one operator: opaque to torch.compile, with a fake implementation and autograd."
+    return fast_forward(x, weight, bias, eps, center)
 
 
 @last_dims_norm_fast.register_fake
@@ -123,14 +138,20 @@ def _(x, weight, bias, eps, center):
     return x.new_empty(x.shape), torch.empty_like(r), r
 
 
+@last_dims_norm_fast.register_vmap
+def _(info, in_dims, x, weight, bias, eps, center):
+    "A vmap rule (used when torch.compile traces a vmap): the reference, with its statistics."
+    def reference_with_stats(x, weight, bias):
+        x_hat, mean, r = row_stats(x.to(compute_dtype(x.dtype)), eps, center)
+        return affine(x_hat, weight, bias).to(x.dtype), mean, r
+    return torch.vmap(reference_with_stats, in_dims=in_dims[:3])(x, weight, bias), (0, 0, 0)
+
+
 @torch.library.custom_op('modern_updates::last_dims_norm_backward', mutates_args=())
 def last_dims_norm_backward(g: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                             mean: Tensor, r: Tensor, eps: float, center: bool) -> tuple[Tensor, Tensor, Tensor]:
-    "∂L/∂x, ∂L/∂γ, ∂L/∂β (the last two summed over rows, in float32 or wider) of `last_dims_norm_fast`."
-    if on_triton(x):
-        from modern_updates.norm import triton_kernels
-        return triton_kernels.norm_backward(g, x, weight, eps, center)
-    return backward_torch(g, x, weight, bias, mean, r, eps, center)
+    "`fast_backward` as one operator."
+    return fast_backward(g, x, weight, bias, mean, r, eps, center)
 
 
 @last_dims_norm_backward.register_fake
@@ -153,17 +174,30 @@ def setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, bias, *output[1:])
 
 
-def backward(ctx, g, _grad_mean, _grad_r):
-    x, weight, bias, mean, r = ctx.saved_tensors
-    needs = ctx.needs_input_grad[:3]
-    if torch.is_grad_enabled():  # create_graph=True: a backward that autograd can differentiate again
-        return *reference_grads(g, x, weight, bias, ctx.eps, ctx.center, needs), None, None
-    grad_x, grad_weight, grad_bias = last_dims_norm_backward(g, x, weight, bias, mean, r, ctx.eps, ctx.center)
-    cast = lambda grad, p, need: grad.to(p.dtype) if need else None
-    return cast(grad_x, x, needs[0]), cast(grad_weight, weight, needs[1]), cast(grad_bias, bias, needs[2]), None, None
+def make_backward(backward_kernel):
+    "The autograd backward: `backward_kernel`, or the reference's graph when a higher derivative will be taken."
+    def backward(ctx, g, _grad_mean, _grad_r):
+        x, weight, bias, mean, r = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph=True: a backward that autograd can differentiate again
+            return *reference_grads(g, x, weight, bias, ctx.eps, ctx.center, needs), None, None
+        grads = backward_kernel(g.contiguous(), x, weight, bias, mean, r, ctx.eps, ctx.center)
+        return *[grad.to(t.dtype) if need else None for grad, t, need in zip(grads, (x, weight, bias), needs)], None, None
+    return backward
 
 
-last_dims_norm_fast.register_autograd(backward, setup_context=setup_context)
+last_dims_norm_fast.register_autograd(make_backward(last_dims_norm_backward), setup_context=setup_context)
+
+
+class LastDimsNormEager(torch.autograd.Function):
+    "The same forward and backward as `last_dims_norm_fast`, without the dispatcher's round trips, for eager mode."
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = fast_forward(*inputs)
+        setup_context(ctx, inputs, output)
+        return output
+
+    backward = staticmethod(make_backward(fast_backward))
 
 
 def under_transform():
@@ -175,7 +209,8 @@ def under_transform():
 def last_dims_norm(x, weight, bias, eps, center):
     "LayerNorm or RMSNorm of the rows of `x`: the fast kernels, or the reference under a transform."
     if under_transform(): return last_dims_norm_reference(x, weight, bias, eps, center)
-    return last_dims_norm_fast(x.contiguous(), weight, bias, eps, center)[0]
+    fast = last_dims_norm_fast if torch.compiler.is_compiling() else LastDimsNormEager.apply
+    return fast(x.contiguous(), weight, bias, eps, center)[0]
 
 # %% ../../nbs/09_layernorm.ipynb #9b1e0003
 class LastDimsNormFunction:
@@ -184,38 +219,51 @@ class LastDimsNormFunction:
 
 # %% ../../nbs/09_layernorm.ipynb #e6403f34
 def as_shape(normalized_shape):
-    "`normalized_shape` as a tuple of ints, as torch accepts it (an int or a sequence of ints)."
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape): return None
+    "`normalized_shape` as a tuple of ints (torch takes an int or a sequence)."
+    shape = ((normalized_shape,) if isinstance(normalized_shape, int)
+             else tuple(normalized_shape))
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool)
+                            and n > 0 for n in shape): return None
     return shape
 
 
-def check_last_dims_arguments(name, normalized_shape, eps, elementwise_affine, bias=True, eps_may_be_none=False):
-    "Raise a ValueError that names the first bad argument of a LayerNorm or an RMSNorm."
-    check_arguments(name, normalized_shape=(normalized_shape, lambda s: None if as_shape(s) else 'an int or a sequence of positive ints'),
-                    eps=(eps, lambda e: None if e is None and eps_may_be_none else in_interval(0)(e)),
-                    elementwise_affine=(elementwise_affine, is_flag), bias=(bias, is_flag))
+def check_last_dims_arguments(name, normalized_shape, eps, elementwise_affine,
+                              bias=True, eps_may_be_none=False):
+    "Raise a ValueError naming the first bad argument of a LayerNorm/RMSNorm."
+    positive_eps = in_interval(0)
+    check_arguments(
+        name, normalized_shape=(normalized_shape, lambda s: None if as_shape(s)
+                                else 'an int or a sequence of positive ints'),
+        eps=(eps, lambda e: None if e is None and eps_may_be_none
+             else positive_eps(e)),
+        elementwise_affine=(elementwise_affine, is_flag), bias=(bias, is_flag))
 
 
 class LastDimsNorm:
-    "The forward pass `LayerNorm` and `RMSNorm` share: normalise each example over its last `len(normalized_shape)` dimensions."
+    "The forward pass of `LayerNorm` and `RMSNorm`: over the last dimensions."
     center = True
 
     def forward(self, x):
-        name, k = type(self).__name__, len(self.normalized_shape)
+        name, shape = type(self).__name__, tuple(self.normalized_shape)
         check_floating(name, x)
-        if tuple(x.shape[x.ndim - k:]) != tuple(self.normalized_shape) or x.ndim < k:
-            raise ValueError(f'{name}: expected an input whose last dimensions are normalized_shape={tuple(self.normalized_shape)}, '
+        if x.ndim < len(shape) or tuple(x.shape[x.ndim - len(shape):]) != shape:
+            raise ValueError(f'{name}: expected an input whose last dimensions '
+                             f'are normalized_shape={shape}, '
                              f'got shape={tuple(x.shape)}')
-        eps = torch.finfo(compute_dtype(x.dtype)).eps if self.eps is None else self.eps
-        weight, bias = self.weight, getattr(self, 'bias', None)
-        rows = x.reshape(-1, math.prod(self.normalized_shape))
-        return last_dims_norm(rows, None if weight is None else weight.reshape(-1),
-                              None if bias is None else bias.reshape(-1), eps, self.center).view(x.shape)
+        eps = self.eps
+        if eps is None: eps = torch.finfo(compute_dtype(x.dtype)).eps
+        flat = lambda p: None if p is None else p.reshape(-1)
+        rows = x.reshape(-1, math.prod(shape))
+        y = last_dims_norm(rows, flat(self.weight),
+                           flat(getattr(self, 'bias', None)), eps, self.center)
+        return y.view(x.shape)
 
 
 class LayerNorm(LastDimsNorm, nn.LayerNorm):
-    "Layer Normalization over the last dimensions, `normalized_shape`: a `torch.nn.LayerNorm` with our computation."
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
-        check_last_dims_arguments(type(self).__name__, normalized_shape, eps, elementwise_affine, bias)
-        super().__init__(as_shape(normalized_shape), eps, elementwise_affine, bias, device, dtype)
+    "Layer Normalization: a `torch.nn.LayerNorm` with our computation."
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True,
+                 bias=True, device=None, dtype=None):
+        check_last_dims_arguments(type(self).__name__, normalized_shape, eps,
+                                  elementwise_affine, bias)
+        super().__init__(as_shape(normalized_shape), eps, elementwise_affine,
+                         bias, device, dtype)

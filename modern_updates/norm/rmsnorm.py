@@ -8,13 +8,17 @@ __all__ = ['RMSNorm']
 # %% ../../nbs/10_rmsnorm.ipynb #66db1ac6
 from torch import nn
 
-from .layernorm import LastDimsNorm, as_shape, check_last_dims_arguments
+from .layernorm import (LastDimsNorm, as_shape,
+                                           check_last_dims_arguments)
 
 # %% ../../nbs/10_rmsnorm.ipynb #9aecbe4b
 class RMSNorm(LastDimsNorm, nn.RMSNorm):
-    "Root-mean-square normalisation over the last dimensions, without centring: a `torch.nn.RMSNorm` with our computation (`eps=None`: the machine epsilon)."
+    "RMSNorm: a `torch.nn.RMSNorm` with our computation (eps=None: machine ε)."
     center = False
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
-        check_last_dims_arguments(type(self).__name__, normalized_shape, eps, elementwise_affine, eps_may_be_none=True)
-        super().__init__(as_shape(normalized_shape), eps, elementwise_affine, device, dtype)
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True,
+                 device=None, dtype=None):
+        check_last_dims_arguments(type(self).__name__, normalized_shape, eps,
+                                  elementwise_affine, eps_may_be_none=True)
+        super().__init__(as_shape(normalized_shape), eps, elementwise_affine,
+                         device, dtype)

@@ -12,88 +12,106 @@ import triton.language as tl
 
 # %% ../../nbs/92_norm_kernels.ipynb #0e1a0021
 @triton.jit
-def norm_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, r_ptr, d, eps, CENTER: tl.constexpr,
-                        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-    "One row per program, held in registers: x read once, y written once, statistics in float32."
-    row = tl.program_id(0).to(tl.int64)
+def norm_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, r_ptr, d, eps,
+                        CENTER: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    "One row per program, in registers: x read once, y written once."
+    row = tl.cast(tl.program_id(0), tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < d
     x = tl.load(x_ptr + row * d + cols, mask=mask, other=0.0).to(tl.float32)
-    s = tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)         # rescale first: x² of a finite x stays finite
+    s = tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)  # x/s: x² cannot overflow
     xs = x / s
     mean = 0.0
     if CENTER:
         mean = tl.sum(xs, axis=0) / d
         xs = tl.where(mask, xs - mean, 0.0)
-    r = 1.0 / tl.sqrt(tl.sum(xs * xs, axis=0) / d + eps / (s * s))   # s (σ² + ε)^-½
+    r = 1.0 / tl.sqrt(tl.sum(xs * xs, axis=0) / d + eps / s / s)  # s/√σ²+ε
     y = xs * r
-    if HAS_WEIGHT: y = y * tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS: y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_WEIGHT:
+        y = y * tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(y_ptr + row * d + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
     tl.store(mean_ptr + row, mean * s)
     tl.store(r_ptr + row, r / s)
 
 
 def launch_settings(d):
-    "The block (a power of two ≥ d) and the number of warps for rows of d features."
+    "The block (a power of two ≥ d) and the number of warps for d features."
     block = triton.next_power_of_2(d)
-    return block, 32 if block >= 32768 else 16 if block >= 8192 else 8 if block >= 2048 else 4
+    thresholds = [(32, 32768), (16, 8192), (8, 2048), (4, 0)]
+    warps = next(w for w, at_least in thresholds
+                 if block >= at_least)
+    return block, warps
 
 
 def norm_forward(x, weight, bias, eps, center):
-    "y, μ and r = (σ² + ε)^-½ of the rows of a contiguous 2-D `x`: LayerNorm, or RMSNorm if not `center`."
+    "y, μ and r = (σ² + ε)^-½ of the rows of a contiguous 2-D `x`."
     n, d = x.shape
-    y, mean = torch.empty_like(x), torch.zeros(n, 1, device=x.device, dtype=torch.float32)
+    y = torch.empty_like(x)
+    mean = torch.zeros(n, 1, device=x.device, dtype=torch.float32)
     r = torch.empty_like(mean)
     block, warps = launch_settings(d)
-    if n: norm_forward_kernel[(n,)](x, x if weight is None else weight, x if bias is None else bias, y, mean, r,
-                                    d, eps, center, weight is not None, bias is not None, block, num_warps=warps)
+    if n:
+        norm_forward_kernel[(n,)](
+            x, x if weight is None else weight, x if bias is None else bias,
+            y, mean, r, d, eps, center, weight is not None, bias is not None,
+            block, num_warps=warps)
     return y, mean, r
 
 # %% ../../nbs/92_norm_kernels.ipynb #0e1a0022
 @triton.jit
-def norm_backward_kernel(g_ptr, x_ptr, w_ptr, dx_ptr, dw_ptr, db_ptr, n, d, eps, rows_per_program,
-                         CENTER: tl.constexpr, HAS_WEIGHT: tl.constexpr, BLOCK: tl.constexpr):
-    "dx row by row; each program sums g ⊙ x̂ and g over its rows into one row of partial dγ, dβ."
+def norm_backward_kernel(g_ptr, x_ptr, w_ptr, dx_ptr, dw_ptr, db_ptr, n, d,
+                         eps, rows_per_program, CENTER: tl.constexpr,
+                         HAS_WEIGHT: tl.constexpr, BLOCK: tl.constexpr):
+    "dx row by row; per program, one row of partial sums for dγ and dβ."
     program = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < d
     w = 1.0
-    if HAS_WEIGHT: w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     dw = tl.zeros((BLOCK,), dtype=tl.float32)
     db = tl.zeros((BLOCK,), dtype=tl.float32)
     first = program * rows_per_program
     for row in range(first, tl.minimum(first + rows_per_program, n)):
-        offsets = row.to(tl.int64) * d + cols
+        offsets = tl.cast(row, tl.int64) * d + cols
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         g = tl.load(g_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-        s = tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)    # x̂ recomputed as the forward pass did
+        s = tl.maximum(tl.max(tl.abs(x), axis=0), 1.0)  # x̂ as forward had it
         xs = x / s
-        if CENTER: xs = tl.where(mask, xs - tl.sum(xs, axis=0) / d, 0.0)
-        r = 1.0 / tl.sqrt(tl.sum(xs * xs, axis=0) / d + eps / (s * s))
+        if CENTER:
+            xs = tl.where(mask, xs - tl.sum(xs, axis=0) / d, 0.0)
+        r = 1.0 / tl.sqrt(tl.sum(xs * xs, axis=0) / d + eps / s / s)
         x_hat = xs * r
-        g_hat = g * w                                                    # ĝ = γ ⊙ g
-        dx = g_hat - x_hat * (tl.sum(g_hat * x_hat, axis=0) / d)         # ĝ − x̂ ⟨ĝ ⊙ x̂⟩
-        if CENTER: dx -= tl.sum(g_hat, axis=0) / d                       # − ⟨ĝ⟩
-        tl.store(dx_ptr + offsets, (dx * r / s).to(dx_ptr.dtype.element_ty), mask=mask)
-        dw += g * x_hat
+        g_hat = g * w                                          # ĝ = γ ⊙ g
+        dx = g_hat - x_hat * (tl.sum(g_hat * x_hat, axis=0) / d)
+        if CENTER:
+            dx -= tl.sum(g_hat, axis=0) / d                    # − ⟨ĝ⟩
+        dx = dx * r / s
+        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        dw += g * x_hat                                        # stage 1
         db += g
     tl.store(dw_ptr + program * d + cols, dw, mask=mask)
     tl.store(db_ptr + program * d + cols, db, mask=mask)
 
 
 def norm_backward(g, x, weight, eps, center, programs=None):
-    "∂L/∂x, ∂L/∂γ, ∂L/∂β (float32) of `norm_forward`; dγ and dβ are reduced in two stages."
+    "∂L/∂x, and ∂L/∂γ, ∂L/∂β in float32, of `norm_forward`."
     n, d = x.shape
-    if programs is None:
-        programs = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
-    programs = max(1, min(n, programs))
+    if programs is None and x.is_cuda:
+        props = torch.cuda.get_device_properties(x.device)
+        programs = 4 * props.multi_processor_count
+    programs = max(1, min(n, programs or 4))
     rows_per_program = triton.cdiv(n, programs)
     dx = torch.empty_like(x)
-    partial = torch.zeros(2, programs, d, device=x.device, dtype=torch.float32)  # stage 1: one row per program
+    partial = torch.zeros(2, programs, d, device=x.device, dtype=torch.float32)
     block, warps = launch_settings(d)
-    if n: norm_backward_kernel[(programs,)](g, x, x if weight is None else weight, dx, partial[0], partial[1],
-                                            n, d, eps, rows_per_program, center, weight is not None, block,
-                                            num_warps=warps)
-    grad_weight, grad_bias = partial.sum(1)                                     # stage 2: sum the programs
+    if n:
+        norm_backward_kernel[(programs,)](
+            g, x, x if weight is None else weight, dx, partial[0], partial[1],
+            n, d, eps, rows_per_program, center, weight is not None, block,
+            num_warps=warps)
+    grad_weight, grad_bias = partial.sum(1)   # stage 2: sum over the programs
     return dx, grad_weight, grad_bias

@@ -6,3 +6,7 @@ from .adam import Adam
 from .rmsprop import RMSprop
 from .adamw import AdamW
 from .lion import Lion
+# Beyond the lecture (chapters 13-15)
+from .muon import Muon, muon_param_groups, muon_with_adamw
+from .lr_scheduler import WarmupStableDecay
+from .schedule_free import AdamWScheduleFree

@@ -25,7 +25,7 @@ def wsd_factor(t, total, warmup, decay, floor=0.0, shape='linear'):
     "φ(t) of warmup-stable-decay at step t = 1, 2, ...: η_t = η_0 φ(t)."
     if t <= warmup: return t / warmup                        # t / T_w
     if t <= total - decay or decay == 0: return 1.0          # the plateau
-    x = min((t - total + decay) / decay, 1.0)                # decay progress
+    x = min((t - total + decay) / decay, 1.0)                # progress
     return floor + (1 - floor) * DECAY_SHAPES[shape](x)      # to the floor
 
 # %% ../../nbs/14_lr_schedules.ipynb #a06f2113
@@ -51,8 +51,9 @@ def _check_wsd(total, warmup, decay, min_factor, shape):
 # %% ../../nbs/14_lr_schedules.ipynb #4c7fc547
 class WarmupStableDecay(LRScheduler):
     "Linear warm-up, a plateau, then a decay over the last `decay_steps`."
-    def __init__(self, optimizer, total_steps, warmup_steps=0, decay_steps=None,
-                 min_factor=0.0, decay_shape='linear', last_epoch=-1):
+    def __init__(self, optimizer, total_steps, warmup_steps=0,
+                 decay_steps=None, min_factor=0.0, decay_shape='linear',
+                 last_epoch=-1):
         check_arguments('WarmupStableDecay',
                         total_steps=(total_steps, count_at_least(1)))
         if decay_steps is None: decay_steps = round(0.2 * total_steps)
@@ -64,9 +65,10 @@ class WarmupStableDecay(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def factor(self, t):
-        "φ(t), the multiplier of every group's base learning rate at step t."
+        "φ(t), the multiplier of each base learning rate at step t."
         return wsd_factor(t, self.total_steps, self.warmup_steps,
-                          self.decay_steps, self.min_factor, self.decay_shape)
+                          self.decay_steps, self.min_factor,
+                          self.decay_shape)
 
     def get_lr(self):
         phi = self.factor(self.last_epoch + 1)

@@ -11,8 +11,9 @@ import math
 import torch
 from torch import nn
 
-from .base import (UpdateRuleOptimizer, hyper_parameters,
-                                       in_interval, is_flag, none_or, one_of)
+from modern_updates.optim.base import (
+    UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag, none_or,
+    one_of)
 
 # %% ../../nbs/13_muon.ipynb #afed7711
 def zeropower_newton_schulz(update, coefficients, steps, eps):
@@ -79,9 +80,9 @@ class Muon(UpdateRuleOptimizer):
         for p in self.param_groups[-1]['params']:
             if p.ndim != 2:
                 raise ValueError(
-                    'Muon: only matrices can be orthogonalised, got a parameter'
-                    f' of shape {tuple(p.shape)}; give it to AdamW '
-                    '(see muon_param_groups)')
+                    'Muon: only matrices can be orthogonalised, got a '
+                    f'parameter of shape {tuple(p.shape)}; give it to '
+                    'AdamW (see muon_param_groups)')
 
     def check_group(self, group):
         for key in ('foreach', 'fused'):  # one matrix at a time
@@ -95,7 +96,7 @@ class Muon(UpdateRuleOptimizer):
 # %% ../../nbs/13_muon.ipynb #3ffd4ebc
 #| code-fold: true
 def muon_param_groups(model, head=None):
-    "(hidden matrices for Muon, every other parameter for AdamW) of a model."
+    "(hidden matrices for Muon, all other parameters for AdamW)."
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if head is None and linears: head = linears[-1]   # the output layer
     hidden = {id(m.weight) for m in linears if m is not head}

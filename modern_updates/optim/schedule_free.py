@@ -25,10 +25,11 @@ class AdamWScheduleFree(torch.optim.Optimizer):
                        scheduled_lr=0.0)
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0,
-                 foreach=None):
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        warmup_steps=warmup_steps, r=r, foreach=foreach,
+                 weight_decay=0.0, warmup_steps=0, r=0.0,
+                 weight_lr_power=2.0, foreach=None):
+        defaults = dict(lr=lr, betas=betas, eps=eps, r=r, foreach=foreach,
+                        weight_decay=weight_decay,
+                        warmup_steps=warmup_steps,
                         weight_lr_power=weight_lr_power, **self.group_state)
         super().__init__(params, defaults)
 
@@ -60,8 +61,8 @@ class AdamWScheduleFree(torch.optim.Optimizer):
         "One step of every parameter with a gradient, in train mode."
         if not all(group['train_mode'] for group in self.param_groups):
             raise RuntimeError(
-                f'{type(self).__name__}: call optimizer.train() before step(), '
-                'and optimizer.eval() before evaluating or saving')
+                f'{type(self).__name__}: call optimizer.train() before '
+                'step(), and optimizer.eval() before evaluating or saving')
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
@@ -86,10 +87,10 @@ class AdamWScheduleFree(torch.optim.Optimizer):
                 state['exp_avg_sq'] = torch.zeros_like(p)
             z, v = state['z'], state['exp_avg_sq']
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)      # v_t
-            g_hat = grad.div(v.div(bias2).sqrt_().add_(eps))     # g/(√v̂ + ε)
+            g_hat = grad.div(v.div(bias2).sqrt_().add_(eps))  # g/(√v̂+ε)
             if group['weight_decay'] != 0:
                 g_hat.add_(p, alpha=group['weight_decay'])           # + λ θ
-            p.lerp_(z, w)                                  # θ moves towards z …
-            p.add_(g_hat, alpha=lr * (beta1 * (1 - w) - 1))  # … and along ĝ
-            z.sub_(g_hat, alpha=lr)                        # z ← z − η ĝ
+            p.lerp_(z, w)                           # θ moves towards z …
+            p.add_(g_hat, alpha=lr * (beta1 * (1 - w) - 1))  # … along ĝ
+            z.sub_(g_hat, alpha=lr)                 # z ← z − η ĝ
         group['k'] = k + 1

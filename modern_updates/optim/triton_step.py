@@ -49,7 +49,7 @@ def triton_step_available(params) -> bool:
 
 # %% ../../nbs/91_triton_step.ipynb #0e8f2de4
 _BLOCK = 1024  # elements per program
-_ROW = 8       # param, 3 state buffers, compensation, step, numel, first block
+# A table row: param, 3 state buffers, compensation, step, numel, first block.
 _ptr = Tensor.data_ptr
 
 
@@ -68,6 +68,11 @@ def _dense(t):
         if stride != expected: return False
         expected *= size
     return True
+
+
+def _aligned(addresses):
+    "Whether all addresses are multiples of 16 bytes (a vector load's width)."
+    return not any(address & 15 for address in addresses)
 
 
 def _to_device(ints, device):
@@ -114,6 +119,7 @@ class _Plan:
             self.rows.append([self.ptrs[i], *buffers, step_ptrs[i], numels[i],
                               first[i]])
         self.table = _to_device([x for r in self.rows for x in r], self.device)
+        self.aligned = _aligned(x for r in self.rows for x in r[:5])
         owner = torch.repeat_interleave(torch.arange(n, dtype=torch.int32),
                                         torch.tensor(blocks))
         self.block_tensor = owner.to(self.device)
@@ -149,6 +155,7 @@ class _Plan:
                 copies.append((None, torch.empty_like(p).copy_(g)))
                 table_ptrs[i] = copies[-1][1].data_ptr()
         self.grads_copied = bool(copies)
+        self.grads_aligned = _aligned(table_ptrs)
         self.grad_table = _to_device(table_ptrs, self.device)
         return self.grad_table, copies
 
@@ -170,8 +177,9 @@ class _Plan:
                 g = torch.empty_like(ref).copy_(g)
                 copies.append((None, g))
             grad_ptrs.append(g.data_ptr())
+        aligned = _aligned([x for r in rows for x in r[:5]] + grad_ptrs)
         table = _to_device([x for r in rows for x in r], self.device)
-        return table, _to_device(grad_ptrs, self.device), copies
+        return table, _to_device(grad_ptrs, self.device), copies, aligned
 
 # %% ../../nbs/91_triton_step.ipynb #5a88b6bd
 _kernel = None
@@ -187,7 +195,8 @@ _RULES = {  # rule -> its state buffers, in table order (columns 1 to 3)
 def _step_kernel():
     "The Triton kernel, defined on first use: the package needs only torch."
     global _kernel, triton, tl  # the interpreter reads helpers from globals
-    global _powi, _lerp, _sqrt, _div, _round, _round_stochastic
+    global _powi, _lerp, _sqrt, _div, _round, _round_stochastic, _pointer
+    global _update
     if _kernel is not None: return _kernel
     import triton
     import triton.language as tl
@@ -254,51 +263,28 @@ def _step_kernel():
         p_up = (x - down_x) / (up_x - down_x)
         return tl.where(tl.rand(seed, offsets) < p_up, up, down)
 
-    @triton.jit
-    def kernel(table, grad_table, block_tensor, lr_ptr,
-               lr_value: tl.float64,
-               weight_decay: tl.float64, initial_lr: tl.float64,
-               beta1: tl.float64, beta2: tl.float64, eps: tl.float64,
-               momentum: tl.float64, dampening: tl.float64, alpha: tl.float64,
-               lr_decay: tl.float64, sr_seed,
-               RULE: tl.constexpr, DTYPE: tl.constexpr, COMPUTE: tl.constexpr,
-               STEP_DTYPE: tl.constexpr, LR_PTR: tl.constexpr,
-               DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
-               MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-               EMA: tl.constexpr,
-               CENTERED: tl.constexpr, AMSGRAD: tl.constexpr,
-               KAHAN: tl.constexpr, STOCHASTIC: tl.constexpr,
-               BITS: tl.constexpr,
-               BLOCK: tl.constexpr):
-        # Which tensor this block updates, and which of its elements.
-        pid = tl.program_id(0)
-        i = tl.load(block_tensor + pid).to(tl.int64)
-        row = table + i * 8
-        numel = tl.load(row + 6)
-        offsets = (pid - tl.load(row + 7)) * BLOCK + tl.arange(0, BLOCK)
-        mask = offsets < numel
-        # The table's integers, cast back to pointers.
-        p_ptr = tl.load(row).to(tl.pointer_type(DTYPE)) + offsets
-        g_ptr = tl.load(grad_table + i).to(tl.pointer_type(DTYPE)) + offsets
-        a_ptr = tl.load(row + 1).to(tl.pointer_type(DTYPE)) + offsets
-        b_ptr = tl.load(row + 2).to(tl.pointer_type(DTYPE)) + offsets
-        c_ptr = tl.load(row + 3).to(tl.pointer_type(DTYPE)) + offsets
-        e_ptr = tl.load(row + 4).to(tl.pointer_type(DTYPE)) + offsets
-        step = tl.load(tl.load(row + 5).to(tl.pointer_type(STEP_DTYPE)))
-        step = step.to(tl.float64)
-        # Run-time numbers as fp64 scalars (zero + x is exact, and typed).
-        zero = step * 0.0
-        lr = zero + lr_value
-        if LR_PTR:
-            lr = tl.load(lr_ptr).to(tl.float64)
-        weight_decay, initial_lr = zero + weight_decay, zero + initial_lr
-        beta1, beta2, eps = zero + beta1, zero + beta2, zero + eps
-        momentum, dampening = zero + momentum, zero + dampening
-        alpha, lr_decay = zero + alpha, zero + lr_decay
+    @helper
+    def _pointer(address, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
+        "An address from the table as a pointer (16-byte aligned: a hint)."
+        pointer = address.to(tl.pointer_type(DTYPE))
+        if ALIGNED:
+            pointer = tl.multiple_of(pointer, 16)
+        return pointer
 
+    @helper
+    def _update(p_ptr, g_ptr, a_ptr, b_ptr, c_ptr, e_ptr, mask, offsets, step,
+                lr, weight_decay, initial_lr, beta1, beta2, eps, momentum,
+                dampening, alpha, lr_decay, seed,
+                RULE: tl.constexpr, DTYPE: tl.constexpr, COMPUTE: tl.constexpr,
+                DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
+                MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
+                EMA: tl.constexpr, CENTERED: tl.constexpr,
+                AMSGRAD: tl.constexpr, KAHAN: tl.constexpr,
+                STOCHASTIC: tl.constexpr, BITS: tl.constexpr):
+        "One block's update; `mask` is None for a block inside its tensor."
         # Maximize and weight decay, as the base does before the rule.
-        g = tl.load(g_ptr, mask=mask, other=0.0).to(COMPUTE)
-        p = tl.load(p_ptr, mask=mask, other=0.0).to(COMPUTE)
+        g = tl.load(g_ptr, mask=mask).to(COMPUTE)
+        p = tl.load(p_ptr, mask=mask).to(COMPUTE)
         if MAXIMIZE:
             g = -g
         if DECAY == 1:    # L2: g + λθ
@@ -313,7 +299,7 @@ def _step_kernel():
             u = g
             if MOMENTUM:
                 mu = momentum.to(COMPUTE)
-                b = tl.load(a_ptr, mask=mask, other=0.0).to(COMPUTE)
+                b = tl.load(a_ptr, mask=mask).to(COMPUTE)
                 if EMA:
                     b = _lerp(b, g, (1.0 - momentum).to(COMPUTE))
                 else:
@@ -327,16 +313,16 @@ def _step_kernel():
                     else:
                         u = g + mu * b
         elif RULE == 1:  # AdaGrad; a: sum of squares
-            s = tl.load(a_ptr, mask=mask, other=0.0).to(COMPUTE) + g * g
+            s = tl.load(a_ptr, mask=mask).to(COMPUTE) + g * g
             tl.store(a_ptr, _round(s, DTYPE), mask=mask)
             u = _div(g, _sqrt(s) + eps.to(COMPUTE))
             u = _div(u, (1.0 + (step - 1.0) * lr_decay).to(COMPUTE))
         elif RULE == 2:  # RMSProp; a: square avg, b: momentum, c: grad avg
-            v = tl.load(a_ptr, mask=mask, other=0.0).to(COMPUTE)
+            v = tl.load(a_ptr, mask=mask).to(COMPUTE)
             v = v * alpha.to(COMPUTE) + (1.0 - alpha).to(COMPUTE) * g * g
             tl.store(a_ptr, _round(v, DTYPE), mask=mask)
             if CENTERED:
-                m = tl.load(c_ptr, mask=mask, other=0.0).to(COMPUTE)
+                m = tl.load(c_ptr, mask=mask).to(COMPUTE)
                 m = _lerp(m, g, (1.0 - alpha).to(COMPUTE))
                 tl.store(c_ptr, _round(m, DTYPE), mask=mask)
                 denom = _sqrt(v + -1.0 * m * m) + eps.to(COMPUTE)
@@ -344,18 +330,18 @@ def _step_kernel():
                 denom = _sqrt(v) + eps.to(COMPUTE)
             u = _div(g, denom)
             if MOMENTUM:
-                b = tl.load(b_ptr, mask=mask, other=0.0).to(COMPUTE)
+                b = tl.load(b_ptr, mask=mask).to(COMPUTE)
                 u = b * momentum.to(COMPUTE) + _div(g, denom)
                 tl.store(b_ptr, _round(u, DTYPE), mask=mask)
         elif RULE == 3:  # Adam; a: m, b: v, c: max v (AMSGrad)
-            m = tl.load(a_ptr, mask=mask, other=0.0).to(COMPUTE)
+            m = tl.load(a_ptr, mask=mask).to(COMPUTE)
             m = _lerp(m, g, (1.0 - beta1).to(COMPUTE))
             tl.store(a_ptr, _round(m, DTYPE), mask=mask)
-            v = tl.load(b_ptr, mask=mask, other=0.0).to(COMPUTE)
+            v = tl.load(b_ptr, mask=mask).to(COMPUTE)
             v = v * beta2.to(COMPUTE) + (1.0 - beta2).to(COMPUTE) * g * g
             tl.store(b_ptr, _round(v, DTYPE), mask=mask)
             if AMSGRAD:
-                v_max = tl.load(c_ptr, mask=mask, other=0.0).to(COMPUTE)
+                v_max = tl.load(c_ptr, mask=mask).to(COMPUTE)
                 v = tl.maximum(v_max, v, propagate_nan=tl.PropagateNan.ALL)
                 tl.store(c_ptr, _round(v, DTYPE), mask=mask)
             bias1, bias2 = _powi(beta1, beta2, step.to(tl.int32))
@@ -363,7 +349,7 @@ def _step_kernel():
             scale = (bias1 / tl.sqrt(bias2)).to(COMPUTE)
             u = _div(m, _sqrt(v) * scale + (eps * bias1).to(COMPUTE))
         else:  # Lion; a: momentum
-            m = tl.load(a_ptr, mask=mask, other=0.0).to(COMPUTE)
+            m = tl.load(a_ptr, mask=mask).to(COMPUTE)
             c = m * beta1.to(COMPUTE) + (1.0 - beta1).to(COMPUTE) * g
             u = tl.where(c > 0, 1.0, tl.where(c < 0, -1.0, 0.0)).to(COMPUTE)
             m = m * beta2.to(COMPUTE) + (1.0 - beta2).to(COMPUTE) * g
@@ -372,9 +358,8 @@ def _step_kernel():
         # θ ← θ − η u, rounded once into the parameter's dtype.
         x = p + (-lr).to(COMPUTE) * u
         if KAHAN:  # add back the rounding error carried from the last step
-            x = x + tl.load(e_ptr, mask=mask, other=0.0).to(COMPUTE)
+            x = x + tl.load(e_ptr, mask=mask).to(COMPUTE)
         if STOCHASTIC:
-            seed = sr_seed + step.to(tl.int64) * 1000003 + i * 7919
             out = _round_stochastic(x, DTYPE, BITS, seed,
                                     offsets.to(tl.int32))
         else:
@@ -382,6 +367,62 @@ def _step_kernel():
         if KAHAN:  # the rounding error, for the next step
             tl.store(e_ptr, _round(x - out.to(COMPUTE), DTYPE), mask=mask)
         tl.store(p_ptr, out, mask=mask)
+
+    @triton.jit
+    def kernel(table, grad_table, block_tensor, lr_ptr,
+               lr_value: tl.float64,
+               weight_decay: tl.float64, initial_lr: tl.float64,
+               beta1: tl.float64, beta2: tl.float64, eps: tl.float64,
+               momentum: tl.float64, dampening: tl.float64, alpha: tl.float64,
+               lr_decay: tl.float64, sr_seed,
+               RULE: tl.constexpr, DTYPE: tl.constexpr, COMPUTE: tl.constexpr,
+               STEP_DTYPE: tl.constexpr, LR_PTR: tl.constexpr,
+               DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
+               MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
+               EMA: tl.constexpr,
+               CENTERED: tl.constexpr, AMSGRAD: tl.constexpr,
+               KAHAN: tl.constexpr, STOCHASTIC: tl.constexpr,
+               BITS: tl.constexpr, ALIGNED: tl.constexpr,
+               BLOCK: tl.constexpr):
+        # Which tensor this block updates, and which of its elements.
+        pid = tl.program_id(0)
+        i = tl.load(block_tensor + pid).to(tl.int64)
+        row = table + i * 8  # the 8 columns of a table row
+        numel, first = tl.load(row + 6), tl.load(row + 7)
+        offsets = (pid - first) * BLOCK + tl.arange(0, BLOCK)
+        # The table's integers, cast back to pointers.
+        p_ptr = _pointer(tl.load(row), DTYPE, ALIGNED) + offsets
+        g_ptr = _pointer(tl.load(grad_table + i), DTYPE, ALIGNED) + offsets
+        a_ptr = _pointer(tl.load(row + 1), DTYPE, ALIGNED) + offsets
+        b_ptr = _pointer(tl.load(row + 2), DTYPE, ALIGNED) + offsets
+        c_ptr = _pointer(tl.load(row + 3), DTYPE, ALIGNED) + offsets
+        e_ptr = _pointer(tl.load(row + 4), DTYPE, ALIGNED) + offsets
+        step = tl.load(tl.load(row + 5).to(tl.pointer_type(STEP_DTYPE)))
+        step = step.to(tl.float64)
+        # Run-time numbers as fp64 scalars (zero + x is exact, and typed).
+        zero = step * 0.0
+        lr = zero + lr_value
+        if LR_PTR:
+            lr = tl.load(lr_ptr).to(tl.float64)
+        weight_decay, initial_lr = zero + weight_decay, zero + initial_lr
+        beta1, beta2, eps = zero + beta1, zero + beta2, zero + eps
+        momentum, dampening = zero + momentum, zero + dampening
+        alpha, lr_decay = zero + alpha, zero + lr_decay
+        seed = sr_seed + step.to(tl.int64) * 1000003 + i * 7919
+
+        # Blocks inside a tensor go unmasked, so that loads can be vectorized.
+        if (pid - first + 1) * BLOCK <= numel:
+            _update(p_ptr, g_ptr, a_ptr, b_ptr, c_ptr, e_ptr, None, offsets,
+                    step, lr, weight_decay, initial_lr, beta1, beta2, eps,
+                    momentum, dampening, alpha, lr_decay, seed, RULE, DTYPE,
+                    COMPUTE, DECAY, MAXIMIZE, MOMENTUM, NESTEROV, EMA, CENTERED,
+                    AMSGRAD, KAHAN, STOCHASTIC, BITS)
+        else:
+            _update(p_ptr, g_ptr, a_ptr, b_ptr, c_ptr, e_ptr, offsets < numel,
+                    offsets, step, lr, weight_decay, initial_lr, beta1, beta2,
+                    eps, momentum, dampening, alpha, lr_decay, seed, RULE,
+                    DTYPE, COMPUTE, DECAY, MAXIMIZE, MOMENTUM, NESTEROV, EMA,
+                    CENTERED, AMSGRAD, KAHAN, STOCHASTIC, BITS)
 
     _kernel = kernel
     return kernel
@@ -445,8 +486,12 @@ def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
     if not params: return
     flags, numbers, state = _options(rule_name, hyper, buffers)
     plan = _plan_for(params, state, compensation, steps)
-    if plan.staged: table, grad_table, copies = plan.staged_tables(grads)
-    else: table, (grad_table, copies) = plan.table, plan.grads_table(grads)
+    if plan.n_blocks == 0: return  # only empty tensors
+    if plan.staged:
+        table, grad_table, copies, aligned = plan.staged_tables(grads)
+    else:
+        table, (grad_table, copies) = plan.table, plan.grads_table(grads)
+        aligned = plan.aligned and plan.grads_aligned
     if plan.step_buffer is not None:
         plan.step_buffer.copy_(torch.stack([s.float() for s in steps]),
                                non_blocking=True)
@@ -466,7 +511,7 @@ def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
         STEP_DTYPE=_tl_dtype(plan.step_dtype), LR_PTR=lr_on_device,
         DECAY=mode, MAXIMIZE=bool(maximize), KAHAN=compensation is not None,
         STOCHASTIC=bool(stochastic_rounding) and low, BITS=tl.int16,
-        BLOCK=plan.block)
+        ALIGNED=aligned, BLOCK=plan.block)
     for original, copy in copies:  # write staged copies back
         if original is not None: original.copy_(copy)
 

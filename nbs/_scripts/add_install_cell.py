@@ -1,6 +1,6 @@
-"""Give every notebook a first cell that installs the package when it is missing, so that a chapter downloaded
-from the book, or opened in Colab or Binder, runs as it is. The cell is hidden from the book (`#| hide`), and in
-this repository (where the package is installed) it does nothing.
+"""Give every notebook a first cell that installs the package (and what else the notebook imports) when it is
+missing, so that a chapter downloaded from the book, or opened in Colab or Binder, runs as it is. The cell is hidden
+from the book (`#| hide`), and in this repository (where everything is installed) it installs nothing.
 
     python nbs/_scripts/add_install_cell.py [NOTEBOOK ...]     # default: every nbs/*.ipynb; --check only checks
 
@@ -15,16 +15,16 @@ from pathlib import Path
 
 NBS = Path(__file__).resolve().parents[1]
 CELL_ID = 'install-if-missing'
-# Packages a chapter may import besides the package and its `plot` extra: import name -> pip name.
-EXTRAS = {'nbdev': 'nbdev', 'fastcore': 'fastcore', 'lion_pytorch': 'lion-pytorch', 'schedulefree': 'schedulefree'}
+# What a notebook may import besides torch and the standard library: import name -> pip name.
+# The package itself, with its `plot` extra, is always needed.
+EXTRAS = {'matplotlib': 'matplotlib', 'numpy': 'numpy', 'nbdev': 'nbdev', 'fastcore': 'fastcore',
+          'lion_pytorch': 'lion-pytorch', 'schedulefree': 'schedulefree'}
 TEMPLATE = """#| hide
-# In a fresh Colab or Binder session: install what this notebook needs if the book's package is missing.
-try:
-    import modern_updates
-except ImportError:
-    import subprocess, sys
-    packages = {packages!r}
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', *packages], check=True)"""
+# In a fresh Colab or Binder session: install what this notebook needs and is missing.
+import importlib.util, subprocess, sys
+needs = {needs!r}
+missing = [pip for name, pip in needs.items() if importlib.util.find_spec(name) is None]
+if missing: subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', *missing], check=True)"""
 
 
 def imported(nb):
@@ -39,8 +39,9 @@ def imported(nb):
 
 def source_for(nb):
     "The install cell for this notebook: the package with its figure helpers, and what else the notebook imports."
-    extras = [pip for name, pip in EXTRAS.items() if name in imported(nb)]
-    return TEMPLATE.format(packages=['modern-updates[plot]'] + extras)
+    needs = {'modern_updates': 'modern-updates[plot]'}
+    needs.update({name: pip for name, pip in EXTRAS.items() if name in imported(nb)})
+    return TEMPLATE.format(needs=needs)
 
 
 def install_cell(nb):

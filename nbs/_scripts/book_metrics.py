@@ -13,6 +13,7 @@ import argparse
 import functools
 import http.server
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -109,9 +110,12 @@ Promise.all([mj, ...imgs.map(img => img.complete ? 0 : new Promise(r => { img.on
 
 
 def find_chromium():
-    "Paths of a Chromium and its driver, or None when either is missing."
-    browser = next((p for p in map(shutil.which, ['chromium', 'chromium-browser', 'google-chrome']) if p), None)
-    driver = shutil.which('chromedriver') or next((p for p in ['/usr/lib/chromium/chromedriver'] if Path(p).exists()), None)
+    "Paths of a Chromium and its driver (CHROME_BIN and CHROMEDRIVER override), or None when either is missing."
+    browser = os.environ.get('CHROME_BIN') or next(
+        (p for p in map(shutil.which, ['chromium', 'chromium-browser', 'google-chrome']) if p), None)
+    drivers = [os.environ.get('CHROMEDRIVER'), shutil.which('chromedriver'), '/usr/lib/chromium/chromedriver',
+               os.path.join(os.environ.get('CHROMEWEBDRIVER', '/nonexistent'), 'chromedriver')]  # GitHub's runners
+    driver = next((p for p in drivers if p and Path(p).exists()), None)
     return (browser, driver) if browser and driver else None
 
 
@@ -157,14 +161,15 @@ def open_browser(paths):
     return driver
 
 
-def measure(html_dir, paths=None):
-    "Open every page at 1280 and 400 px; returns {page: {...}} in reading order."
+def measure(html_dir, paths=None, only=None):
+    "Open every page (or those named in `only`) at 1280 and 400 px; returns {page: {...}} in reading order."
     html_dir = Path(html_dir)
     paths = paths or find_chromium()
     if not paths: raise RuntimeError('no Chromium found (Debian: apt-get install chromium chromium-driver)')
     order, appendix = toc_pages()
     names = [n for n in order if (html_dir / f'{n}.html').exists()]
     names += sorted(p.stem for p in html_dir.glob('*.html') if p.stem not in names and p.stem not in SKIP_PAGES)
+    if only: names = [n for n in names if n in only]
     server, driver = serve(html_dir), open_browser(paths)
     pages = {}
     try:
@@ -182,6 +187,7 @@ def measure(html_dir, paths=None):
                 title=wide['title'], kind='front' if name in (order[0], 'index') else
                 ('appendix' if name in appendix or name not in order else 'chapter'),
                 code_blocks=len(wide['code']), code_lines=sum(c['lines'] for c in wide['code']),
+                code_block_sizes=[(c['lines'], c['longest'], c['first']) for c in wide['code']],
                 longest_line=max([c['longest'] for c in wide['code']], default=0),
                 folded_longest_line=wide['folded_longest'],
                 wide_code=wide['wide_code'], wide_outputs=wide['wide_outputs'], wide_eq=wide['wide_eq'],
@@ -298,9 +304,14 @@ def main():
     parser.add_argument('html_dir', nargs='?', default=str(DEFAULT_HTML), help='the built book (its html folder)')
     parser.add_argument('--json', help='also write the per-page numbers and the summary to this file')
     parser.add_argument('--check', action='store_true', help='exit 1 when a rule is broken')
+    parser.add_argument('--pages', nargs='+', metavar='NAME', help='only these pages (e.g. 04_adam)')
+    parser.add_argument('--blocks', action='store_true', help='also list each visible code block: lines, longest line')
     args = parser.parse_args()
     if not (Path(args.html_dir) / 'index.html').exists(): sys.exit(f'no built book in {args.html_dir}: run `make book`')
-    pages = measure(args.html_dir)
+    pages = measure(args.html_dir, only=args.pages)
+    if args.blocks:
+        for name, p in pages.items():
+            for lines, longest, first in p['code_block_sizes']: print(f'{name:<26} {lines:>4} lines, longest {longest:>3}: {first}')
     print(report(pages))
     if args.json:
         Path(args.json).write_text(json.dumps(dict(summary=summary(pages), pages=pages), indent=1), encoding='utf-8')

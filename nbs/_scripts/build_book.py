@@ -24,10 +24,12 @@ NBS = Path(__file__).resolve().parents[1]
 ROOT = NBS.parent
 BOOK_FILES = ['_config.yml', '_toc.yml', 'references.bib']
 # nbdev's show_doc opens with a horizontal rule and a heading, which Sphinx rejects inside a cell's
-# output. In the book, a hidden first cell gives it a renderer without them.
+# output. In the book, a hidden first cell gives it a renderer without them, whose signature lines fit the column.
 SHOW_DOC_FOR_SPHINX = """\
 import nbdev.showdoc
 class _SphinxRenderer(nbdev.showdoc.MarkdownRenderer):
+    def __init__(self, sym, name=None, title_level=3, maxline=76):  # signature lines fit the column
+        super().__init__(sym, name=name, title_level=title_level, maxline=maxline)
     def _repr_markdown_(self): return f'**`{self.nm}`**\\n\\n' + super()._repr_markdown_()
 nbdev.showdoc.BasicMarkdownRenderer = _SphinxRenderer"""
 BIBLIOGRAPHY_PAGE = '# References\n\n```{bibliography}\n:all:\n```\n'
@@ -52,7 +54,7 @@ def convert(nb_path, out_path, skip_flags):
     out_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding='utf-8')
 
 
-def bundle_assets(src, draft=False):
+def bundle_assets(src, draft=False, keep_errors=False):
     "Ship MathJax (from the django-static-mathjax dev dependency) and the book's CSS: math renders with no CDN."
     import mathjax
     es5 = Path(mathjax.__file__).parent / 'static' / 'mathjax' / 'es5'
@@ -67,6 +69,9 @@ def bundle_assets(src, draft=False):
     sphinx_config.update(mathjax_path='mathjax/tex-mml-chtml.js', html_static_path=['_assets'], html_css_files=css)
     # A draft leaves most chapters out, so the landing page's links to them cannot resolve there.
     if draft: sphinx_config['suppress_warnings'] = sphinx_config.get('suppress_warnings', []) + ['myst.xref_missing']
+    if keep_errors:  # a diagnostic build: a failing cell shows its traceback instead of stopping the build
+        config.setdefault('execute', {})['allow_errors'] = True
+        sphinx_config['nb_execution_raise_on_error'] = False
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding='utf-8')
 
 
@@ -80,6 +85,8 @@ def check_no_directive_shown(html_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='_build/book', help='build folder, relative to the repository root')
+    parser.add_argument('--keep-errors', action='store_true',
+                        help='diagnostics only: build even when cells fail or Sphinx warns (never for publishing)')
     parser.add_argument('--only', nargs='+', metavar='NOTEBOOK',
                         help='a quick draft: the landing page and these notebooks (names without .ipynb)')
     args = parser.parse_args()
@@ -91,9 +98,13 @@ def main():
     ini = configparser.ConfigParser(delimiters=['='])
     ini.read(ROOT / 'settings.ini')
     skip_flags = ini['DEFAULT'].get('tst_flags', '').split()
+    # The repository URL is set once, in _config.yml (launch buttons, repository button); the package's must agree.
+    repo_url = yaml.safe_load((NBS / '_config.yml').read_text(encoding='utf-8'))['repository']['url']
+    if ini['DEFAULT'].get('git_url') != repo_url:
+        sys.exit(f"settings.ini git_url ({ini['DEFAULT'].get('git_url')}) is not _config.yml's repository.url ({repo_url})")
 
     for name in BOOK_FILES: shutil.copy(NBS / name, src / name)
-    bundle_assets(src, draft=bool(args.only))
+    bundle_assets(src, draft=bool(args.only), keep_errors=args.keep_errors)
     if args.only:
         chapters = ''.join(f'  - file: {name}\n' for name in args.only + ['references'])
         (src / '_toc.yml').write_text(f'format: jb-book\nroot: index\nchapters:\n{chapters}', encoding='utf-8')
@@ -102,8 +113,8 @@ def main():
         convert(nb_path, src / nb_path.name, skip_flags)
 
     start = time.time()
-    cmd = [str(Path(sys.executable).parent / 'jupyter-book'), 'build', str(src), '--path-output', str(out),
-           '--warningiserror', '--keep-going']
+    cmd = [str(Path(sys.executable).parent / 'jupyter-book'), 'build', str(src), '--path-output', str(out)]
+    if not args.keep_errors: cmd += ['--warningiserror', '--keep-going']
     result = subprocess.run(cmd)
     if result.returncode != 0:
         sys.exit(f'The book did not build (exit code {result.returncode}); see the messages above.')
