@@ -89,11 +89,14 @@ def test_the_committed_results_file_is_what_the_protocol_computes():
     settings = CONFIGS['full']
     ours = benchmark_pair('rosenbrock', 'SGD', budget=settings['budget'], seeds=settings['seeds'])
     theirs = [r for r in records if (r['problem'], r['optimizer']) == ('rosenbrock', 'SGD')]
-    drop = {'seconds', 'valid_curve'}  # the file records final metrics only
-    strip = lambda rs: [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if k not in drop} for r in rs]
-    def same(a, b): return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    assert {r['optimizer'] for r in records} >= {'Muon', 'AdamWScheduleFree', 'AdamW+WSD'}
+    strip = lambda rs: [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if k != 'seconds'} for r in rs]
+    def same(a, b):
+        if isinstance(a, list) and isinstance(b, list): return len(a) == len(b) and all(map(same, a, b))
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
     for a, b in zip(strip(ours), strip(theirs), strict=True):
         assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a), (a, b)
+        assert len(b['valid_curve']) == b['epochs'] or b['diverged']  # the file has the validation curves
 
 
 def test_steps_to_target_reads_the_validation_curve(tmp_path):
@@ -109,3 +112,119 @@ def test_steps_to_target_reads_the_validation_curve(tmp_path):
     save_results(tmp_path / 'r.json', [record, diverged], {})
     _, (again, again_diverged) = load_results(tmp_path / 'r.json')
     assert again['valid_curve'] == record['valid_curve'] and steps_to_target(again, best) == steps_to_target(record, best)
+
+
+NEW_OPTIMIZERS = ['Muon', 'AdamWScheduleFree', 'AdamW+WSD']
+
+
+@pytest.mark.parametrize('problem', list(PROBLEMS))
+@pytest.mark.parametrize('optimizer', NEW_OPTIMIZERS)
+def test_new_optimizers_build_and_train_on_every_problem(problem, optimizer):
+    from modern_updates.benchmark import make_optimizer
+    assert optimizer in available_optimizers()
+    record = train_run(problem, optimizer, {}, seed=1, epochs=1)
+    assert not record['diverged'] and math.isfinite(record['test']) and len(record['valid_curve']) == 1
+    tuned = train_run(problem, optimizer, sample_hparams(optimizer, torch.Generator().manual_seed(3)), seed=1, epochs=1)
+    assert set(tuned['hparams']) == set(sample_hparams(optimizer, torch.Generator()))
+    task = make_problem(problem, seed=1, epochs=1)
+    before = [p.detach().clone() for p in task.model.parameters()]
+    opt = make_optimizer(optimizer, task)
+    for batch, _ in zip(task.batches(), range(3)):
+        opt.zero_grad()
+        task.loss(batch).backward()
+        opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, task.model.parameters())), 'the parameters moved'
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    from modern_updates import optim
+    from modern_updates.benchmark import make_optimizer
+    mlp = make_problem('mlp', seed=1)
+    opt = make_optimizer('Muon', mlp.model)
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, optim.Muon) and isinstance(adamw, optim.AdamW)
+    layers = [m for m in mlp.model if isinstance(m, torch.nn.Linear)]
+    assert [p for g in muon.param_groups for p in g['params']] == [layers[0].weight, layers[1].weight]
+    assert len([p for g in adamw.param_groups for p in g['params']]) == 4  # the head's weight and every bias
+    for name in ['quadratic_deep', 'rosenbrock', 'sparse_logreg']:  # no hidden matrix: AdamW on everything
+        opt = make_optimizer('Muon', make_problem(name))
+        assert [type(o) for o in opt.optimizers] == [optim.AdamW]
+    with pytest.raises(TypeError, match='Muon needs the model'): make_optimizer('Muon', list(mlp.model.parameters()))
+    # without hidden matrices, Muon's one-shot run is AdamW's, record for record
+    a, b = train_run('rosenbrock', 'Muon', {}, seed=2, epochs=2), train_run('rosenbrock', 'AdamW', {}, seed=2, epochs=2)
+    assert (a['valid'], a['test'], a['valid_curve']) == (b['valid'], b['test'], b['valid_curve'])
+
+
+def test_schedule_free_is_evaluated_in_eval_mode(monkeypatch):
+    from modern_updates import optim
+    from modern_updates.benchmark.problems import Problem
+    calls = []
+    for hook in ['train', 'eval', 'step']:
+        original = getattr(optim.AdamWScheduleFree, hook)
+        def spy(self, *args, _hook=hook, _original=original, **kwargs):
+            calls.append(_hook)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(optim.AdamWScheduleFree, hook, spy)
+    modes = []
+    original_evaluate = Problem.evaluate
+    def evaluate(self, split):
+        opt_mode = calls[-1]
+        modes.append((split, opt_mode))
+        return original_evaluate(self, split)
+    monkeypatch.setattr(Problem, 'evaluate', evaluate)
+    record = train_run('rosenbrock', 'AdamWScheduleFree', {}, seed=1, epochs=2)  # 2 epochs of 10 steps
+    assert calls[0] == 'train' and calls.count('step') == 20
+    assert modes and all(mode == 'eval' for _, mode in modes), modes  # every evaluation right after eval()
+    assert [split for split, _ in modes] == ['valid', 'valid', 'valid', 'test']  # two epoch ends, then the record
+    assert len(record['valid_curve']) == 2
+
+
+def test_schedule_free_evaluates_the_average_not_the_training_point():
+    from modern_updates.benchmark import make_optimizer
+    task = make_problem('rosenbrock', seed=1, epochs=1)
+    opt = make_optimizer('AdamWScheduleFree', task, lr=0.01)
+    for batch in task.batches():
+        opt.zero_grad()
+        task.loss(batch).backward()
+        opt.step()
+    y = task.model.theta.detach().clone()
+    opt.eval()
+    x = task.model.theta.detach().clone()
+    opt.train()
+    assert not torch.equal(x, y) and torch.allclose(task.model.theta, y)
+
+
+def test_wsd_schedule_spans_the_run():
+    from modern_updates import optim
+    from modern_updates.benchmark import make_optimizer
+    task = make_problem('mlp', seed=1)  # 6 epochs of 32 steps
+    opt = make_optimizer('AdamW+WSD', task, lr=0.01)
+    (adamw,), (wsd,) = opt.optimizers, opt.schedulers
+    assert isinstance(adamw, optim.AdamW) and isinstance(wsd, optim.WarmupStableDecay)
+    assert (wsd.total_steps, wsd.warmup_steps, wsd.decay_steps) == (task.num_steps, 10, 38) == (192, 10, 38)
+    lrs = []
+    for batch in task.batches():
+        lrs.append(adamw.param_groups[0]['lr'])  # the rate this step uses
+        opt.zero_grad()
+        task.loss(batch).backward()
+        opt.step()
+    assert len(lrs) == 192 and lrs[0] == pytest.approx(0.001) and lrs[9] == pytest.approx(0.01)
+    assert lrs[10:192 - 38] == [pytest.approx(0.01)] * (192 - 48)
+    assert lrs[-2] == pytest.approx(0.01 / 38) and lrs[-1] == 0.0  # the decay reaches 0 at the run's last step
+    short = make_problem('mlp', seed=1, epochs=1)
+    assert make_optimizer('AdamW+WSD', short).schedulers[0].total_steps == 32
+    with pytest.raises(ValueError, match="needs the run's length"):
+        make_optimizer('AdamW+WSD', list(task.model.parameters()))
+
+
+def test_existing_optimizers_are_unchanged_by_the_wrapper():
+    from modern_updates import optim
+    from modern_updates.benchmark import make_optimizer
+    task = make_problem('mlp', seed=1)
+    opt = make_optimizer('Nesterov', task, lr=0.1)
+    (sgd,) = opt.optimizers
+    assert type(sgd) is optim.SGD and not opt.schedulers
+    assert (sgd.defaults['nesterov'], sgd.defaults['momentum'], sgd.defaults['lr']) == (True, 0.9, 0.1)
+    with pytest.raises(ValueError, match="unknown optimizer 'Shampoo'; known optimizers: SGD"):
+        make_optimizer('Shampoo', task)
+    with pytest.raises(ValueError, match="unknown optimizer 'muon'"): sample_hparams('muon', torch.Generator())

@@ -132,3 +132,20 @@ def test_opcheck():
         x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
         w, b = torch.randn(8, dtype=torch.float64, requires_grad=True), torch.randn(8, dtype=torch.float64, requires_grad=True)
         torch.library.opcheck(last_dims_norm_fast, (x, w, b if center else None, 1e-5, center))
+
+
+@pytest.mark.parametrize('name', PAIRS)
+def test_vmap_rule_of_the_operator(name):
+    "The operator's own vmap rule (what torch.compile of a vmap uses), with batched inputs and batched parameters."
+    from modern_updates.norm.layernorm import last_dims_norm_fast
+    center = name == 'LayerNorm'
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 4, 8), torch.randn(3, 8)
+    plain = lambda z, w: getattr(torch.nn, name)(8, elementwise_affine=False, eps=1e-5)(z) * w
+    op = lambda z, w: last_dims_norm_fast(z, w, None, 1e-5, center)[0]
+    torch.testing.assert_close(torch.vmap(op)(x, w), torch.vmap(plain)(x, w))
+    torch.testing.assert_close(torch.vmap(op, in_dims=(None, 0))(x[0], w), torch.vmap(plain, in_dims=(None, 0))(x[0], w))
+    torch._dynamo.reset()
+    ours, theirs = make_pair(name, d=8)
+    compiled = torch.compile(torch.vmap(lambda z: ours(z)), backend='aot_eager', fullgraph=True)
+    torch.testing.assert_close(compiled(x.double()), theirs(x.double()))

@@ -66,6 +66,8 @@ def test_book_copy_shows_no_directive_and_hides_hidden_cells(nb_path, tmp_path):
             assert 'remove-cell' in tags
         if any(name == 'slow' for name, _ in directives):
             assert 'skip-execution' in tags
+        if any(name == 'export' for name, _ in directives) and ('hide', '') not in directives:
+            assert 'hide-input' in tags, 'exported code folds behind a toggle in the book'
 
 
 def test_repository_url_is_set_once():
@@ -98,3 +100,10 @@ def test_landing_page_links_every_page_of_the_toc():
         h1 = next(line for c in nb['cells'] if c['cell_type'] == 'markdown'
                   for line in ''.join(c['source']).splitlines() if line.startswith('# '))
         if re.match(r'# [0-9A-Z]+\. ', h1): assert h1.startswith(f'# {label}. '), (label, name, h1)
+
+
+def test_every_notebook_installs_the_package_when_missing():
+    "A chapter downloaded from the book, or opened in Colab or Binder, installs what it imports first."
+    from add_install_cell import has_install_cell
+    missing = [nb.name for nb in NOTEBOOKS if not has_install_cell(json.loads(nb.read_text(encoding='utf-8')))]
+    assert not missing, f'no up-to-date install-if-missing first cell in {missing}: run `make export`'

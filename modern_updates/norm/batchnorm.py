@@ -10,21 +10,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..optim.base import check_arguments, in_interval, is_flag, none_or
+from ..optim.base import (check_arguments, in_interval, is_flag,
+                                       none_or)
 
 # %% ../../nbs/08_batchnorm.ipynb #1f606f57
 def compute_dtype(dtype):
-    "The dtype a normalisation layer computes in: float32 for float16 and bfloat16 inputs, the input's own dtype otherwise."
+    "The dtype a norm layer computes in: float32 for half inputs, else `dtype`."
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def is_positive_int(value): return None if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 'a positive integer'
+def is_positive_int(value):
+    positive = (isinstance(value, int) and not isinstance(value, bool)
+                and value > 0)
+    return None if positive else 'a positive integer'
 
 
 def check_floating(owner, x):
     "Raise a TypeError unless `x` is a real floating-point tensor."
     if not x.is_floating_point():
-        raise TypeError(f'{owner}: expected a real floating-point input, got dtype={x.dtype}')
+        raise TypeError(f'{owner}: expected a real floating-point input, '
+                        f'got dtype={x.dtype}')
 
 # %% ../../nbs/08_batchnorm.ipynb #e13cacee
 def batch_norm(x, weight, bias, running_mean, running_var, *, use_batch_stats,

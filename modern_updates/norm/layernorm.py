@@ -6,8 +6,7 @@
 __all__ = ['scaled_rows', 'row_stats', 'affine', 'last_dims_norm_reference', 'forward_torch', 'backward_from_x_hat',
            'backward_torch', 'triton_installed', 'on_triton', 'fast_forward', 'fast_backward', 'last_dims_norm_fast',
            'last_dims_norm_backward', 'reference_grads', 'setup_context', 'make_backward', 'LastDimsNormEager',
-           'under_transform', 'last_dims_norm', 'LastDimsNormFunction', 'as_shape', 'check_last_dims_arguments',
-           'LastDimsNorm', 'LayerNorm']
+           'under_transform', 'last_dims_norm', 'as_shape', 'check_last_dims_arguments', 'LastDimsNorm', 'LayerNorm']
 
 # %% ../../nbs/09_layernorm.ipynb #c20ccaa4
 import functools
@@ -140,11 +139,13 @@ def _(x, weight, bias, eps, center):
 
 @last_dims_norm_fast.register_vmap
 def _(info, in_dims, x, weight, bias, eps, center):
-    "A vmap rule (used when torch.compile traces a vmap): the reference, with its statistics."
-    def reference_with_stats(x, weight, bias):
-        x_hat, mean, r = row_stats(x.to(compute_dtype(x.dtype)), eps, center)
-        return affine(x_hat, weight, bias).to(x.dtype), mean, r
-    return torch.vmap(reference_with_stats, in_dims=in_dims[:3])(x, weight, bias), (0, 0, 0)
+    "A vmap rule (used when torch.compile traces a vmap): the reference on a leading batch dimension."
+    x_dim, weight_dim, bias_dim = in_dims[:3]
+    x = x.expand(info.batch_size, *x.shape) if x_dim is None else x.movedim(x_dim, 0)
+    per_sample = lambda p, dim: p if p is None or dim is None else p.movedim(dim, 0).unsqueeze(1)
+    x_hat, mean, r = row_stats(x.to(compute_dtype(x.dtype)), eps, center)
+    y = affine(x_hat, per_sample(weight, weight_dim), per_sample(bias, bias_dim)).to(x.dtype)
+    return (y, mean, r), (0, 0, 0)
 
 
 @torch.library.custom_op('modern_updates::last_dims_norm_backward', mutates_args=())
@@ -211,11 +212,6 @@ def last_dims_norm(x, weight, bias, eps, center):
     if under_transform(): return last_dims_norm_reference(x, weight, bias, eps, center)
     fast = last_dims_norm_fast if torch.compiler.is_compiling() else LastDimsNormEager.apply
     return fast(x.contiguous(), weight, bias, eps, center)[0]
-
-# %% ../../nbs/09_layernorm.ipynb #9b1e0003
-class LastDimsNormFunction:
-    "The earlier name of `last_dims_norm`, kept for old code: `LastDimsNormFunction.apply(x, weight, bias, eps, center)`."
-    apply = staticmethod(lambda *args: last_dims_norm(*args))
 
 # %% ../../nbs/09_layernorm.ipynb #e6403f34
 def as_shape(normalized_shape):

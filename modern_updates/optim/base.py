@@ -201,6 +201,29 @@ def _has_nonfinite(tensors):
     return any(bool(f) for f in found)
 
 
+def _kahan_add_(param, direction, alpha, compensation):
+    "θ ← θ + α·u, Kahan-compensated: `compensation` carries the rounding error."
+    y = compensation.add(direction, alpha=alpha)   # the update plus e_{t-1}
+    new = param + y                                # θ + y, rounded
+    compensation.copy_(y.add_(param - new))        # e_t = y − (new − θ)
+    param.copy_(new)
+
+
+def _rounded_add_(param, direction, alpha):
+    "θ ← θ + α·u in fp32, rounded into a bf16 θ stochastically (unbiased)."
+    params = param.tensors if isinstance(param, TensorList) else [param]
+    many = isinstance(param, TensorList)
+    directions = direction.tensors if many else [direction]
+    for p, u in zip(params, directions):
+        if p.dtype != torch.bfloat16:
+            p.add_(u, alpha=alpha)
+            continue
+        exact = p.float().add_(u.float(), alpha=alpha)
+        bits = exact.view(torch.int32)
+        noise = torch.randint_like(bits, 0, 1 << 16)  # below bf16's last bit
+        p.copy_(((bits + noise) & -65536).view(torch.float32))
+
+
 def _signature(value):
     "What of a group's value can change the state its rule needs, or its path."
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
@@ -223,14 +246,16 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     base_options = dict(
         maximize=False, foreach=None, fused=None, capturable=False,
         differentiable=False, decoupled_weight_decay=False,
-        max_grad_norm=None, max_grad_value=None, nonfinite='raise')
+        max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+        kahan_summation=False, stochastic_rounding=False)
     common_checks = dict(
         lr=in_interval(0), weight_decay=in_interval(0), maximize=is_flag,
         foreach=is_flag_or_none, fused=is_flag_or_none, capturable=is_flag,
         differentiable=is_flag, decoupled_weight_decay=is_decay_mode,
         max_grad_norm=none_or(in_interval(0, low_open=True)),
         max_grad_value=none_or(in_interval(0, low_open=True)),
-        nonfinite=one_of('raise', 'skip', 'ignore'))
+        nonfinite=one_of('raise', 'skip', 'ignore'), kahan_summation=is_flag,
+        stochastic_rounding=is_flag)
     # one value for all groups: they act on all the gradients at once
     optimizer_wide = ('max_grad_norm', 'max_grad_value', 'nonfinite')
 
@@ -326,9 +351,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             state['step'] = torch.zeros((), dtype=_scalar_dtype(),
                                         device=device)
             state.update(self.init_state(param, group))
-        elif 'step' not in state:  # torch.optim.SGD saves no step
-            state['step'] = torch.ones((), dtype=_scalar_dtype())
-        else: self.refresh_state(param, group, state)
+        else:
+            if 'step' not in state:  # torch.optim.SGD saves no step
+                state['step'] = torch.ones((), dtype=_scalar_dtype())
+            self.refresh_state(param, group, state)
+        if group['kahan_summation'] and 'compensation' not in state:
+            state['compensation'] = torch.zeros_like(param)  # e_t
         return state
 
     # ---- the step ----
@@ -381,8 +409,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "The group's path and batches of tensors, kept while the same step."
         key = (tuple(map(id, params)), len(self.state),
                tuple(_signature(group[k]) for k in self._hyper_names + (
-                   'foreach', 'fused', 'weight_decay',
-                   'decoupled_weight_decay')))
+                   'foreach', 'fused', 'weight_decay', 'decoupled_weight_decay',
+                   'kahan_summation', 'stochastic_rounding')))
         plan = self._plans.get(id(group))
         if plan is not None and plan[0] == key: return plan[1:]
         path = self._path(group, params)
@@ -406,8 +434,9 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         counter = torch.full((len(states),), float(first), dtype=first.dtype,
                              device=first.device)
         for i, s in enumerate(states): s['step'] = counter[i]
+        names = self._buffer_names + ('compensation',)
         buffers = {k: [_real(s[k]) for s in states]
-                   for k in self._buffer_names if states[0].get(k) is not None}
+                   for k in names if states[0].get(k) is not None}
         return (params, [_real(p) for p in params], counter,
                 [s['step'] for s in states], buffers,
                 any(p.is_complex() for p in params))
@@ -423,7 +452,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if fused is False: return 'foreach'
         on_gpu = any(p.device.type != 'cpu' for p in params)
         if (fused or on_gpu) and _triton_available(params): return 'triton'
-        if (gap := self._torch_fused_gap(group, params)) is None: return 'fused'
+        if group['kahan_summation'] or group['stochastic_rounding']:
+            gap = ('torch has no kernel with kahan_summation or '
+                   'stochastic_rounding')
+        elif (gap := self._torch_fused_gap(group, params)) is None:
+            return 'fused'
         if fused:
             raise RuntimeError(f'{name}: fused=True, but {gap}; leave '
                                'fused=None for the fastest path available')
@@ -498,7 +531,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if (factor := self._decay_factor(group, lr)) is not None:
             param.mul_(factor)
         hyper = {k: group[k] for k in self._hyper_names}
-        param.add_(self.rule(grad, **buffers, step=step, **hyper), alpha=-lr)
+        compensation = buffers.pop('compensation', None)
+        direction = self.rule(grad, **buffers, step=step, **hyper)
+        if compensation is not None:
+            _kahan_add_(param, direction, -lr, compensation)
+        elif group['stochastic_rounding']: _rounded_add_(param, direction, -lr)
+        else: param.add_(direction, alpha=-lr)
 
     def _fast_update(self, path, group, params, grads, buffers, steps, lr):
         "The same update by torch's fused kernel or the one-launch Triton step."
@@ -506,11 +544,13 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         decay, mode = group['weight_decay'], group['decoupled_weight_decay']
         if path == 'triton':
             from modern_updates.optim.triton_step import triton_step
+            compensation = buffers.pop('compensation', None)
             return triton_step(
                 self.rule.__name__, params, grads, buffers, hyper, lr=lr,
                 steps=steps, weight_decay=decay, decoupled=mode,
                 initial_lr=_as_real(group.get('initial_lr', lr)),
-                maximize=group['maximize'])
+                maximize=group['maximize'], compensation=compensation,
+                stochastic_rounding=group['stochastic_rounding'])
         kernel, decouples, _ = _TORCH_FUSED[self.rule.__name__]
         if mode and decay != 0 and not (mode is True and decouples):
             torch._foreach_mul_(params, self._decay_factor(group, lr))

@@ -21,6 +21,8 @@ TAGS = {
     ('hide_output', ''): 'remove-output',
     ('eval', 'false'): 'skip-execution',
     ('code-fold', None): 'hide-input',
+    # The package's code folds behind a toggle: show_doc shows the reader its signature.
+    ('export', None): 'hide-input',
 }
 
 
