@@ -12,10 +12,12 @@ from .base import UpdateRuleOptimizer, hyper_parameters, in_interval
 
 # %% ../../nbs/02_adagrad.ipynb #341fbe7a
 def adagrad_direction(grad, sum, *, step, lr_decay, eps):
-    "AdaGrad's step direction u = g / (√G + ε) / (1 + (t − 1)·lr_decay) (θ ← θ − η u); the sum of squares G grows in place."
-    if grad.is_sparse: return _sparse_adagrad_direction(grad, sum, step, lr_decay, eps)
-    sum.addcmul_(grad, grad)                                           # G ← G + g²
-    return (grad / sum.sqrt().add_(eps)).div_(1 + (step - 1) * lr_decay)
+    "AdaGrad's direction u = g / (√s + ε) / (1 + (t − 1) lr_decay)."
+    if grad.is_sparse:
+        return _sparse_adagrad_direction(grad, sum, step, lr_decay, eps)
+    sum.addcmul_(grad, grad)                                # s ← s + g²
+    u = grad / sum.sqrt().add_(eps)                         # g / (√s + ε)
+    return u.div_(1 + (step - 1) * lr_decay)
 
 
 def _sparse_adagrad_direction(grad, sum, step, lr_decay, eps):

@@ -11,16 +11,17 @@ import torch
 from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag
 
 # %% ../../nbs/03_rmsprop.ipynb #7e0f88c7
-def rmsprop_direction(grad, square_avg, momentum_buffer=None, grad_avg=None, *, step, alpha, eps, momentum, centered):
-    "RMSProp's step direction u (θ ← θ − η u), optionally centered and with momentum; the averages are updated in place."
-    square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)              # v ← α v + (1 − α) g²
+def rmsprop_direction(grad, square_avg, momentum_buffer=None, grad_avg=None, *,
+                      step, alpha, eps, momentum, centered):
+    "RMSProp's direction u (θ ← θ − η u); updates the averages in place."
+    v = square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)  # v_t
     if centered:
-        grad_avg.lerp_(grad, 1 - alpha)                                       # ḡ ← α ḡ + (1 − α) g
-        denom = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(eps)  # √(v − ḡ²) + ε
+        m = grad_avg.lerp_(grad, 1 - alpha)        # m ← α m + (1 − α) g
+        denom = v.addcmul(m, m, value=-1).sqrt_().add_(eps)  # √(v − m²) + ε
     else:
-        denom = square_avg.sqrt().add_(eps)                                   # √v + ε
+        denom = v.sqrt().add_(eps)                 # √v + ε
     if momentum == 0: return grad / denom
-    return momentum_buffer.mul_(momentum).addcdiv_(grad, denom)               # b ← μ b + g / denom
+    return momentum_buffer.mul_(momentum).addcdiv_(grad, denom)  # μ b + g/…
 
 # %% ../../nbs/03_rmsprop.ipynb #8e845ee3
 class RMSprop(UpdateRuleOptimizer):

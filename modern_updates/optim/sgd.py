@@ -11,16 +11,18 @@ import torch
 from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag
 
 # %% ../../nbs/01_gradient_descent.ipynb #ba94f7a4
-def sgd_direction(grad, momentum_buffer=None, *, step, momentum, dampening, nesterov, ema):
-    "SGD's step direction u (θ ← θ − η u); with momentum, the velocity `momentum_buffer` is updated in place."
+def sgd_direction(grad, momentum_buffer=None, *, step, momentum, dampening,
+                  nesterov, ema):
+    "SGD's direction u (θ ← θ − η u); updates the velocity b in place."
     if momentum == 0: return grad
-    if grad.is_sparse: grad = grad.to_dense()                  # the velocity is dense anyway
-    v = momentum_buffer
-    if ema: v.lerp_(grad, 1 - momentum)                        # v ← γ v + (1 − γ) g, from v = 0 (the lecture)
-    elif step == 1: v.copy_(grad)                              # torch: b₁ = g₁, not damped
-    else: v.mul_(momentum).add_(grad, alpha=1 - dampening)    # b ← μ b + (1 − τ) g
-    if not nesterov: return v
-    return grad.lerp(v, momentum) if ema else grad.add(v, alpha=momentum)
+    if grad.is_sparse: grad = grad.to_dense()        # b is dense anyway
+    b = momentum_buffer
+    if ema: b.lerp_(grad, 1 - momentum)              # b ← μ b + (1 − μ) g
+    elif step == 1: b.copy_(grad)                    # torch: b₁ = g₁
+    else: b.mul_(momentum).add_(grad, alpha=1 - dampening)  # μ b + (1 − τ) g
+    if not nesterov: return b
+    if ema: return grad.lerp(b, momentum)            # (1 − μ) g + μ b
+    return grad.add(b, alpha=momentum)               # g + μ b
 
 # %% ../../nbs/01_gradient_descent.ipynb #7bb24a71
 class SGD(UpdateRuleOptimizer):
