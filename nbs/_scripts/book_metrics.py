@@ -57,7 +57,8 @@ for (const cell of article.querySelectorAll('.cell_output')) {
   if (!visible(cell)) continue;
   const box = cell.getBoundingClientRect().width;
   let wide = false;
-  for (const el of cell.querySelectorAll('pre, table, div.output, img, mjx-container')) {
+  // (inline math is left out: a glyph's overhang makes it a pixel or two wider than itself)
+  for (const el of cell.querySelectorAll('pre, table, div.output, img, mjx-container[display="true"]')) {
     if (!visible(el)) continue;
     if (el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().width > box + 1) wide = true;
   }
