@@ -8,6 +8,7 @@ __all__ = ['F32', 'BF16', 'CPU_CASES', 'CUDA_CASES', 'QUICK', 'OURS', 'liger_lay
 
 # %% ../../nbs/94_norm_speed.ipynb #0e2a0003
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -15,6 +16,7 @@ import time
 import torch
 from torch import nn
 
+from .speed import copy_bandwidth
 from ..norm import BatchNorm2d, LayerNorm, RMSNorm
 
 # %% ../../nbs/94_norm_speed.ipynb #0e2a0004
@@ -64,17 +66,17 @@ def timed(device):
     return clock
 
 
+@functools.cache
+def _bytes_per_ms(device):
+    "Copy bandwidth of `device`, measured once by the optimizer benchmark's probe."
+    return copy_bandwidth(torch.device(device)) / 1e3
+
+
 def copy_roof_ms(numel, dtype, device, passes):
     "Time to move `passes` tensors of `numel` at copy bandwidth (None: CPU)."
     if device != 'cuda': return None
-    a = torch.empty(64 * 2 ** 20, device=device)
-    b = torch.empty_like(a)
-    clock = timed(device)
-    for _ in range(3): b.copy_(a)
-    ms = min(clock(lambda: b.copy_(a)) for _ in range(20))
-    bytes_per_ms = 2 * a.numel() * a.element_size() / ms
     element = torch.empty((), dtype=dtype).element_size()
-    return passes * numel * element / bytes_per_ms
+    return passes * numel * element / _bytes_per_ms(device)
 
 
 def time_calls(calls, clock, repeats):
@@ -88,7 +90,7 @@ def time_calls(calls, clock, repeats):
 
 
 def run(device='cpu', quick=False, repeats=None):
-    "One row per layer, dtype, shape and pass (INTERFACES.md B)."
+    "One row per layer, dtype, shape and pass, for `python -m modern_updates.benchmark.speed`."
     cases = CUDA_CASES if device == 'cuda' else CPU_CASES
     if quick: cases = QUICK.get(device, CUDA_CASES[:2])
     repeats = repeats or (2 if quick else 7 if device == 'cpu' else 20)
