@@ -20,7 +20,7 @@ def adam_direction(grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, beta
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)           # v ← β2 v + (1 − β2) g²
     if amsgrad: exp_avg_sq = max_exp_avg_sq.copy_(max_exp_avg_sq.maximum(exp_avg_sq))  # AMSGrad: the largest v so far
     bias1, bias2 = 1 - beta1 ** step, 1 - beta2 ** step                    # m̂ = m / bias1, v̂ = v / bias2
-    denom = exp_avg_sq.sqrt().mul_(bias1 / math.sqrt(bias2)).add_(eps * bias1)  # bias1 (√v̂ + ε), in one pass
+    denom = exp_avg_sq.sqrt().mul_(bias1 / bias2 ** 0.5).add_(eps * bias1)  # bias1 (√v̂ + ε)
     return exp_avg / denom                                                 # m̂ / (√v̂ + ε)
 
 # %% ../../nbs/04_adam.ipynb #0cf988fa

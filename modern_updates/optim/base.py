@@ -19,9 +19,12 @@ from ..clip import (
     _by_device_and_dtype, clip_grad_norm_, clip_grad_value_)
 
 # %% ../../nbs/00_optimizer_base.ipynb #8f1c9f40
-def _tensors(x):
-    "The list behind a `TensorList`; anything else (a number) as it is."
-    return x.tensors if isinstance(x, TensorList) else x
+def _operands(args, n):
+    "`args` for a `torch._foreach_*` op on n tensors: lists, or numbers."
+    # a 0-d tensor (a step or lr under torch.compile) as n entries: the list
+    # overloads trace, where `_foreach_add_(list, tensor)` breaks the graph
+    return [a.tensors if isinstance(a, TensorList)
+            else [a] * n if isinstance(a, Tensor) else a for a in args]
 
 
 class TensorList:
@@ -36,11 +39,12 @@ class TensorList:
 
     # Out of place: return a new TensorList.
     def _new(self, op, *args, **kw):
-        return TensorList(op(self.tensors, *map(_tensors, args), **kw))
+        return TensorList(op(self.tensors, *_operands(args, len(self)), **kw))
     def __neg__(self): return self._new(torch._foreach_neg)
     def __add__(self, other): return self._new(torch._foreach_add, other)
     def __sub__(self, other): return self._new(torch._foreach_sub, other)
-    def __mul__(self, other): return self._new(torch._foreach_mul, other)
+    def mul(self, other): return self._new(torch._foreach_mul, other)
+    __mul__ = mul
     def __truediv__(self, other): return self._new(torch._foreach_div, other)
     def __rsub__(self, other): return (-self).add_(other)
     def __rtruediv__(self, other):
@@ -65,7 +69,7 @@ class TensorList:
 
     # In place: update the tensors and return self, as torch's `x.mul_(2)` does.
     def _inplace(self, op, *args, **kw):
-        op(self.tensors, *map(_tensors, args), **kw)
+        op(self.tensors, *_operands(args, len(self)), **kw)
         return self
     def mul_(self, other): return self._inplace(torch._foreach_mul_, other)
     def div_(self, other): return self._inplace(torch._foreach_div_, other)
@@ -191,14 +195,16 @@ def _real(t):
 
 def _has_nonfinite(tensors):
     "Whether any value of `tensors` is nan or inf: one pass, one host sync."
+    if torch.compiler.is_compiling():  # on the host: one quiet graph break
+        return torch.compiler.disable(_has_nonfinite)(tensors)
     values = [t._values() if t.is_sparse else _real(t) for t in tensors]
     found = []
     for (device, _), group in _by_device_and_dtype(values).items():
         flag = torch.zeros((), dtype=torch.float32, device=device)
         one = torch.ones((), dtype=torch.float32, device=device)
         torch._amp_foreach_non_finite_check_and_unscale_(group, flag, one)
-        found.append(flag)
-    return any(bool(f) for f in found)
+        found.append(flag.cpu())
+    return bool(sum(found))
 
 
 def _kahan_add_(param, direction, alpha, compensation):
@@ -367,14 +373,21 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         work = []
-        for group in self.param_groups:
-            self._check_group(group)
+        for index, group in enumerate(self.param_groups):
+            # torch checks only at creation; under torch.compile, a check of
+            # each new lr would guard on its value and recompile
+            if not torch.compiler.is_compiling(): self._check_group(group)
             params = [p for p in group['params'] if p.grad is not None]
-            work.append((group, params))
-        if self._gradients_ready([p for _, params in work for p in params]):
-            for group, params in work:
-                if params: self._step_group(group, params)
+            work.append((index, group, params))
+        if self._gradients_ready([p for *_, params in work for p in params]):
+            for index, group, params in work:
+                if params: self._step_group(index, group)
         return loss
+
+    def _init_group(self, group, index):
+        "Plan the group's step; torch.compile runs this eagerly, untraced."
+        params = [p for p in group['params'] if p.grad is not None]
+        self._plan(index, group, params)
 
     def _gradients_ready(self, params):
         "Check the gradients for nan and inf, then clip; False: skip the step."
@@ -405,14 +418,14 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 "with nonfinite='skip' (it counts them in `skipped_steps`); "
                 "nonfinite='ignore' steps anyway, as torch.optim does")
 
-    def _plan(self, group, params):
+    def _plan(self, index, group, params):
         "The group's path and batches of tensors, kept while the same step."
         key = (tuple(map(id, params)), len(self.state),
                tuple(_signature(group[k]) for k in self._hyper_names + (
                    'foreach', 'fused', 'weight_decay', 'decoupled_weight_decay',
                    'kahan_summation', 'stochastic_rounding')))
-        plan = self._plans.get(id(group))
-        if plan is not None and plan[0] == key: return plan[1:]
+        plan = self._plans.get(index)
+        if plan is not None and plan[0] == key: return
         path = self._path(group, params)
         states = [self._state_of(p, group) for p in params]
         by_key = {}
@@ -422,8 +435,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         single = path == 'single'
         batches = list(by_key.values())
         if single: batches = [[m] for ms in batches for m in ms]
-        self._plans[id(group)] = (key, path, [self._batch(b) for b in batches])
-        return self._plans[id(group)][1:]
+        self._plans[index] = (key, path, [self._batch(b) for b in batches])
 
     def _batch(self, members):
         "Parameters, real views, step counter and buffers of (param, state)s."
@@ -487,30 +499,40 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             return f'torch has no fused kernel for {self.rule.__name__}'
         devices = {p.device.type for p in params} - {'cpu', 'cuda'}
         if devices: return f'torch has no fused kernel on {sorted(devices)}'
-        kinds = {type(p).__name__ for p in params} - {'Tensor', 'Parameter'}
+        kinds = {type(p).__name__ for p in params
+                 if type(p) not in (Tensor, torch.nn.Parameter)}
         if kinds:
             return f"torch's fused kernels take plain tensors, not {kinds}"
         for flag in _TORCH_FUSED[self.rule.__name__][2]:
             if group[flag]:
                 return f"torch's fused kernel has no {flag}={group[flag]!r}"
 
-    def _step_group(self, group, params):
-        path, batches = self._plan(group, params)
+    def _step_group(self, index, group):
+        # read from param_groups, so that torch.compile calls it untraced
+        self._init_group(self.param_groups[index], index)
+        _, path, batches = self._plans[index]
+        compiling = torch.compiler.is_compiling()
+        if compiling and path in ('fused', 'triton'):
+            path = 'foreach'  # inductor fuses the rule; those kernels are opaque
+        # On the host, the rules read lr and the step as numbers. Captured or
+        # compiled, they stay tensors: no sync, and no recompile per value.
+        on_host = not (group['capturable'] or compiling)
         lr = group['lr']
-        if not isinstance(lr, Tensor) or path in ('single', 'foreach'):
+        if not isinstance(lr, Tensor) or (on_host and path in ('single',
+                                                               'foreach')):
             lr = _as_real(lr)
         for params, views, counter, steps, buffers, is_complex in batches:
             counter.add_(1)
             grads = [p.grad for p in params]
             if is_complex: grads = [_real(g) for g in grads]
+            step = int(steps[0]) if on_host else counter[0]  # not an alias
             if path == 'single':
                 self._update(group, views[0], grads[0],
-                             {k: v[0] for k, v in buffers.items()},
-                             int(steps[0]), lr)
+                             {k: v[0] for k, v in buffers.items()}, step, lr)
             elif path == 'foreach':
                 self._update(group, TensorList(views), TensorList(grads),
                              {k: TensorList(v) for k, v in buffers.items()},
-                             int(steps[0]), lr)
+                             step, lr)
             else:
                 self._fast_update(path, group, views, grads, buffers, steps, lr)
 
@@ -533,10 +555,13 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         hyper = {k: group[k] for k in self._hyper_names}
         compensation = buffers.pop('compensation', None)
         direction = self.rule(grad, **buffers, step=step, **hyper)
+        alpha = -lr
+        if isinstance(lr, Tensor):  # torch's alpha= takes numbers only
+            direction, alpha = direction.mul(lr), -1
         if compensation is not None:
-            _kahan_add_(param, direction, -lr, compensation)
-        elif group['stochastic_rounding']: _rounded_add_(param, direction, -lr)
-        else: param.add_(direction, alpha=-lr)
+            _kahan_add_(param, direction, alpha, compensation)
+        elif group['stochastic_rounding']: _rounded_add_(param, direction, alpha)
+        else: param.add_(direction, alpha=alpha)
 
     def _fast_update(self, path, group, params, grads, buffers, steps, lr):
         "The same update by torch's fused kernel or the one-launch Triton step."
@@ -566,7 +591,8 @@ def _fused_sgd(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
     torch._fused_sgd_(
         params, grads, velocity, weight_decay=weight_decay, momentum=momentum,
         lr=lr, dampening=dampening, nesterov=nesterov, maximize=maximize,
-        is_first_step=bool(steps[0] == 1))
+        # with no dampening, b₁ = μ·0 + g₁ = g₁ anyway: no host sync needed
+        is_first_step=dampening != 0 and bool(steps[0] == 1))
 
 
 def _fused_adagrad(params, grads, buffers, steps, *, lr, weight_decay,

@@ -18,8 +18,10 @@ def sgd_direction(grad, momentum_buffer=None, *, step, momentum, dampening,
     if grad.is_sparse: grad = grad.to_dense()        # b is dense anyway
     b = momentum_buffer
     if ema: b.lerp_(grad, 1 - momentum)              # b ← μ b + (1 − μ) g
-    elif step == 1: b.copy_(grad)                    # torch: b₁ = g₁
-    else: b.mul_(momentum).add_(grad, alpha=1 - dampening)  # μ b + (1 − τ) g
+    elif dampening == 0: b.mul_(momentum).add_(grad)  # b₁ = μ·0 + g₁ = g₁
+    else:                                            # torch: b₁ = g₁, undamped
+        undamped = 1 - dampening * (step > 1)        # (a tensor step: no sync)
+        b.mul_(momentum).add_(grad.mul(undamped))    # μ b + (1 − τ) g
     if not nesterov: return b
     if ema: return grad.lerp(b, momentum)            # (1 − μ) g + μ b
     return grad.add(b, alpha=momentum)               # g + μ b
