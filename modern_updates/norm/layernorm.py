@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['scaled_rows', 'row_stats', 'affine', 'last_dims_norm_reference', 'as_dtype', 'least_r', 'well_scaled',
-           'forward_torch', 'backward_from_x_hat', 'backward_torch', 'triton_installed', 'on_triton', 'fast_forward',
-           'fast_backward', 'last_dims_norm_fast', 'last_dims_norm_backward', 'reference_grads', 'setup_context',
-           'make_backward', 'LastDimsNormEager', 'under_transform', 'last_dims_norm', 'as_shape',
+           'forward_torch', 'backward_from_x_hat', 'rms_backward', 'backward_torch', 'triton_installed', 'on_triton',
+           'fast_forward', 'fast_backward', 'last_dims_norm_fast', 'last_dims_norm_backward', 'reference_grads',
+           'setup_context', 'make_backward', 'LastDimsNormEager', 'under_transform', 'last_dims_norm', 'as_shape',
            'check_last_dims_arguments', 'LastDimsNorm', 'LayerNorm']
 
 # %% ../../nbs/09_layernorm.ipynb #c20ccaa4
@@ -95,6 +95,17 @@ def backward_from_x_hat(g, x_hat, r, weight, center, has_bias=True):
     return grad_x.mul_(r), grad_weight, grad_bias                             # × r
 
 
+def rms_backward(g, x, r, weight):
+    "RMSNorm's ∂L/∂x and ∂L/∂γ with x̂ = r x folded into row scalars: one temporary N×d tensor, not two."
+    gx = g * x                                                                # g ⊙ x
+    grad_weight = None if weight is None else (r.T @ gx).squeeze(0)           # Σ r g ⊙ x = Σ g ⊙ x̂
+    dots = gx.sum(-1) if weight is None else gx @ weight                      # d ⟨ĝ ⊙ x⟩
+    c = dots.unsqueeze(-1).mul_(r.pow(3)).div_(-x.shape[-1])                  # − r³ ⟨ĝ ⊙ x⟩
+    grad_x = torch.mul(g, r, out=gx)                                          # r g, in gx's memory
+    if weight is not None: grad_x.mul_(weight)                                # r ĝ
+    return grad_x.addcmul_(x, c), grad_weight                                 # r ĝ − x̂ r ⟨ĝ ⊙ x̂⟩
+
+
 def backward_torch(g, x, weight, bias, mean, r, eps, center):
     "The backward pass with torch's kernels, from the rescaled rows where they would underflow."
     dtype, trusted = r.dtype, well_scaled(r)
@@ -103,8 +114,11 @@ def backward_torch(g, x, weight, bias, mean, r, eps, center):
         wide = lambda t: as_dtype(t, dtype)   # half inputs: sums of float32 products
         grad_x, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
             wide(g), wide(x), (x.shape[-1],), mean, r, wide(weight), wide(bias), mask)
+    elif trusted:  # RMSNorm: a fresh N×d tensor costs as much as a pass (page faults)
+        wide = lambda t: as_dtype(t, dtype)
+        (grad_x, grad_weight), grad_bias = rms_backward(wide(g), wide(x), r, wide(weight)), None
     else:
-        x_hat = as_dtype(x, dtype) * r if trusted else row_stats(as_dtype(x, dtype), eps, center)[0]
+        x_hat = row_stats(as_dtype(x, dtype), eps, center)[0]
         grad_x, grad_weight, grad_bias = backward_from_x_hat(g, x_hat, r, weight, center, bias is not None)
     columns = lambda t: x.new_zeros(x.shape[-1], dtype=dtype) if t is None else as_dtype(t, dtype)
     return as_dtype(grad_x, x.dtype), columns(grad_weight), columns(grad_bias)
