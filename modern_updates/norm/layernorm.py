@@ -109,18 +109,17 @@ def rms_backward(g, x, r, weight):
 def backward_torch(g, x, weight, bias, mean, r, eps, center):
     "The backward pass with torch's kernels, from the rescaled rows where they would underflow."
     dtype, trusted = r.dtype, well_scaled(r)
+    wide = lambda t: as_dtype(t, dtype)   # half inputs: sums of float32 products
     if center and trusted:
         mask = [True, weight is not None, bias is not None]
-        wide = lambda t: as_dtype(t, dtype)   # half inputs: sums of float32 products
         grad_x, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
             wide(g), wide(x), (x.shape[-1],), mean, r, wide(weight), wide(bias), mask)
     elif trusted:  # RMSNorm: a fresh N×d tensor costs as much as a pass (page faults)
-        wide = lambda t: as_dtype(t, dtype)
         (grad_x, grad_weight), grad_bias = rms_backward(wide(g), wide(x), r, wide(weight)), None
     else:
-        x_hat = row_stats(as_dtype(x, dtype), eps, center)[0]
+        x_hat = row_stats(wide(x), eps, center)[0]
         grad_x, grad_weight, grad_bias = backward_from_x_hat(g, x_hat, r, weight, center, bias is not None)
-    columns = lambda t: x.new_zeros(x.shape[-1], dtype=dtype) if t is None else as_dtype(t, dtype)
+    columns = lambda t: x.new_zeros(x.shape[-1], dtype=dtype) if t is None else wide(t)
     return as_dtype(grad_x, x.dtype), columns(grad_weight), columns(grad_bias)
 
 # %% ../../nbs/09_layernorm.ipynb #9b1e0002
