@@ -75,10 +75,15 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if error_if_nonfinite and not torch.isfinite(total):
         raise RuntimeError(f'clip_grad_norm_: the total norm of order {p} of the gradients is {total.item()}, so it '
                            'cannot be clipped; set error_if_nonfinite=False to scale the gradients by it anyway')
-    # min(1, α / (‖g‖ + 1e-6)) as a tensor, so that a GPU never waits for a comparison on the host
+    _scale_to_norm_(grads, max_norm, total, foreach)
+    return total
+
+
+def _scale_to_norm_(grads, max_norm, total, foreach=None):
+    "Multiply `grads`, whose global norm is `total`, by min(1, max_norm / (total + 1e-6))."
+    # a tensor, so that a GPU never waits for a comparison on the host
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for (device, _), group in _by_device_and_dtype(grads).items():
         if _use_foreach(foreach, device, group): torch._foreach_mul_(group, scale.to(device))
         else:
             for g in group: g.mul_(scale.to(device))
-    return total

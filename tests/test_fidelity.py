@@ -270,6 +270,40 @@ def test_nonfinite_skip_leaves_params_and_state_untouched_and_counts(case, clip)
     assert fresh.skipped_steps == 2
 
 
+@pytest.mark.parametrize('mode', ['raise', 'skip'])
+def test_with_max_grad_norm_the_norm_is_the_check(mode, monkeypatch):
+    "The norm's pass finds nan and inf: no second read of the gradients, and a bad batch's gradients stay as they were."
+    import modern_updates.optim.base as base
+    reads = []
+    monkeypatch.setattr(base, '_has_nonfinite', lambda ts, real=base._has_nonfinite: reads.append(1) or real(ts))
+    params = make_params()
+    opt = Adam(params, lr=0.01, max_grad_norm=1.0, nonfinite=mode)
+    compute_grads(params, 0)
+    opt.step()
+    assert reads == []  # finite gradients: the norm alone
+    compute_grads(params, 1)
+    params[2].grad[1, 1] = float('nan')
+    grads = [p.grad.clone() for p in params if p.grad is not None]
+    if mode == 'raise':
+        with pytest.raises(RuntimeError, match='nan or inf'): opt.step()
+    else:
+        opt.step()
+        assert opt.skipped_steps == 1
+    torch.testing.assert_close([p.grad for p in params if p.grad is not None], grads, equal_nan=True, rtol=0, atol=0)  # not scaled by nan
+
+
+def test_an_overflowing_norm_of_finite_gradients_is_not_a_nan():
+    "Finite gradients whose squares overflow make the norm inf; they are clipped as torch clips them, not refused."
+    ours, theirs = make_params(), make_params()
+    for params in (ours, theirs):
+        compute_grads(params, 0)
+        params[0].grad.fill_(1e30)
+    Adam(ours, lr=0.01, max_grad_norm=1.0).step()
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    torch.optim.Adam(theirs, lr=0.01).step()
+    assert_all_close(detached(ours), detached(theirs))
+
+
 def test_nonfinite_ignore_steps_as_torch_does():
     ours, theirs = make_params(), make_params()
     nan_step(Adam(ours, lr=0.01, nonfinite='ignore'), ours, 0)

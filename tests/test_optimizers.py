@@ -77,12 +77,21 @@ def test_matches_reference(case, config, dtype, path, device):
 
 @pytest.mark.parametrize('path', ['foreach', 'default'])
 @pytest.mark.parametrize('case,config', CONFIGS)
-def test_fast_paths_equal_per_tensor_path(case, config, path):
-    "The rule is the source of truth: the foreach path runs its very lines, the fused kernels agree to rounding."
+def test_fast_paths_equal_per_tensor_path(case, config, path, monkeypatch):
+    """The rule is the source of truth: the foreach path runs its very lines, bit for bit, once TensorList's
+    deferred a / b is turned off; with it (θ + α·a/b as one addcdiv, as torch does) and on the fused kernels,
+    the paths agree to rounding."""
+    from modern_updates.optim.base import TensorList
+    make = lambda kw: lambda ps: case.ours(param_groups(ps, config['lr']), **kw, **config)
     single, multi = make_params(), make_params()
-    train(lambda ps: case.ours(param_groups(ps, config['lr']), foreach=False, **config), single, STEPS)
-    train(lambda ps: case.ours(param_groups(ps, config['lr']), **PATHS[path], **config), multi, STEPS)
-    assert_all_close(detached(multi), detached(single), exact=path == 'foreach')
+    train(make(dict(foreach=False)), single, STEPS)
+    train(make(PATHS[path]), multi, STEPS)
+    assert_all_close(detached(multi), detached(single))
+    if path == 'foreach':
+        divided = make_params()
+        monkeypatch.setattr(TensorList, '__truediv__', lambda a, b: a._new(torch._foreach_div, b))
+        train(make(PATHS[path]), divided, STEPS)
+        assert_all_close(detached(divided), detached(single), exact=True)
 
 
 def save_and_load(opt):
@@ -222,3 +231,45 @@ def test_deepcopy_and_pickle_keep_working(case, config):
     for clone in [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]:
         assert clone.state_dict()['param_groups'] == opt.state_dict()['param_groups']
         assert clone.state_dict()['state'].keys() == opt.state_dict()['state'].keys()
+
+
+# ---- TensorList's deferred quotient: θ.add_(a / b, alpha=α) is one addcdiv ----
+
+def _lists(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3, 4), (5,), (4, 6)]
+    a = [torch.randn(s, generator=g) for s in shapes]
+    b = [torch.rand(s, generator=g) + 0.5 for s in shapes]
+    theta = [torch.randn(s, generator=g) for s in shapes]
+    return theta, a, b
+
+
+def test_quotient_added_in_place_is_one_addcdiv(monkeypatch):
+    from modern_updates.optim.base import TensorList
+    theta, a, b = _lists()
+    expected = [t.addcdiv(x, y, value=-0.1) for t, x, y in zip(theta, a, b)]
+    def no_division(*args, **kw): raise AssertionError('the quotient was computed')
+    monkeypatch.setattr(torch, '_foreach_div', no_division)
+    TensorList(theta).add_(TensorList(a) / TensorList(b), alpha=-0.1)
+    for t, e in zip(theta, expected): assert torch.equal(t, e)
+
+
+def test_quotient_read_otherwise_is_the_division():
+    from modern_updates.optim.base import TensorList
+    theta, a, b = _lists()
+    q = TensorList(a) / TensorList(b)
+    assert len(q) == 3
+    for t, x, y, got in zip(theta, a, b, q.add(TensorList(theta), alpha=2.0)):
+        assert torch.equal(got, x / y + 2.0 * t)
+    TensorList(theta).add_(q, alpha=-1.0)  # already computed: an ordinary add
+    for t0, x, y, t in zip(_lists()[0], a, b, theta): assert torch.equal(t, t0 - x / y)
+
+
+def test_quotient_refuses_a_changed_operand():
+    "A rule that returns a / b and then changes b would get a silently late division."
+    from modern_updates.optim.base import TensorList
+    theta, a, b = _lists()
+    q = TensorList(a) / TensorList(b)
+    TensorList(b).add_(1.0)
+    with pytest.raises(RuntimeError, match='changed a or b in place'):
+        TensorList(theta).add_(q, alpha=-0.1)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..clip import (
-    _by_device_and_dtype, clip_grad_norm_, clip_grad_value_)
+    _by_device_and_dtype, _scale_to_norm_, _total_norm, clip_grad_value_)
 
 # %% ../../nbs/00_optimizer_base.ipynb #8f1c9f40
 def _operands(args, n):
@@ -45,7 +45,10 @@ class TensorList:
     def __sub__(self, other): return self._new(torch._foreach_sub, other)
     def mul(self, other): return self._new(torch._foreach_mul, other)
     __mul__ = mul
-    def __truediv__(self, other): return self._new(torch._foreach_div, other)
+    def __truediv__(self, other):
+        if isinstance(other, TensorList) and not torch.compiler.is_compiling():
+            return _Quotient(self, other)  # θ.add_(a / b) is then one addcdiv
+        return self._new(torch._foreach_div, other)
     def __rsub__(self, other): return (-self).add_(other)
     def __rtruediv__(self, other):
         return self._new(torch._foreach_reciprocal).mul_(other)
@@ -94,9 +97,41 @@ class TensorList:
         if max is not None: torch._foreach_clamp_max_(self.tensors, max)
         return self
     def add_(self, other, alpha=1):
+        if isinstance(other, _Quotient) and other.unread():
+            return self.addcdiv_(*other.parts, value=alpha)
         if isinstance(other, TensorList):
             return self._inplace(torch._foreach_add_, other, alpha=alpha)
         return self._inplace(torch._foreach_add_, other * alpha)
+
+
+class _Quotient(TensorList):
+    "a / b, divided only when read: `θ.add_(a / b, alpha=α)` is one addcdiv."
+    # torch's own foreach steps end in an addcdiv: one pass over memory
+    # fewer than a division and then an add
+    __slots__ = ('parts', '_tensors', '_versions')
+
+    def __init__(self, a, b):
+        self.parts, self._tensors = (a, b), None
+        self._versions = self._count()
+
+    def _count(self):
+        return sum(t._version for part in self.parts for t in part.tensors)
+
+    def __len__(self): return len(self.parts[0])
+
+    def unread(self):
+        "True until the quotient is computed; a changed a or b is refused."
+        if self._count() != self._versions:  # a late division would be wrong
+            raise RuntimeError('an update rule changed a or b in place after '
+                               'returning a / b; divide after the change')
+        return self._tensors is None
+
+    @property
+    def tensors(self):
+        if self.unread():
+            self._tensors = torch._foreach_div(*(p.tensors for p in self.parts))
+        return self._tensors
+
 
 # %% ../../nbs/00_optimizer_base.ipynb #7028ce72
 def _as_real(value):
@@ -393,18 +428,24 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "Check the gradients for nan and inf, then clip; False: skip the step."
         mode, max_norm, max_value = (self.param_groups[0][k] for k in (
             'nonfinite', 'max_grad_norm', 'max_grad_value'))
-        if mode == 'raise' and _has_nonfinite([p.grad for p in params]):
-            raise RuntimeError(self._nonfinite_message())
-        skip = (mode == 'skip' and (max_norm is None or max_value is not None)
-                and _has_nonfinite([p.grad for p in params]))
-        if max_value is not None and not skip:
+        grads = [p.grad for p in params]
+        # A nan or inf gradient makes the norm nan or inf, so with max_grad_norm
+        # the norm's pass is the check (clipping values first hides an inf)
+        by_norm = (max_norm is not None and max_value is None
+                   and not torch.compiler.is_compiling())
+        found = mode != 'ignore' and not by_norm and _has_nonfinite(grads)
+        if max_value is not None and not found:
             clip_grad_value_(params, max_value)
-        if max_norm is not None and not skip:
-            total = clip_grad_norm_(params, max_norm)  # nan or inf if any is
-            skip = mode == 'skip' and not bool(total.isfinite())
-        if skip:
+        if max_norm is not None and not found:
+            total = _total_norm(grads, 2.0, None)
+            found = (mode != 'ignore' and by_norm and not bool(total.isfinite())
+                     and _has_nonfinite(grads))  # not finite gradients' overflow
+            if not found: _scale_to_norm_(grads, max_norm, total)
+        if found and mode == 'raise':
+            raise RuntimeError(self._nonfinite_message())
+        if found:
             for group in self.param_groups: group['skipped_steps'] += 1
-        return not skip
+        return not found
 
     def _nonfinite_message(self):
         for i, group in enumerate(self.param_groups):
