@@ -3,7 +3,7 @@ learning rate and the step count stay tensors, with no host sync."""
 import pytest
 import torch
 from optimizer_cases import CASES
-from test_optimizers import assert_all_close, detached, make_params, param_groups, train
+from test_optimizers import assert_all_close, compute_grads, detached, make_params, param_groups, train
 from torch._dynamo.testing import CompileCounter
 
 # the compiled step runs without the hook by which a scheduler checks the order of its calls
@@ -97,3 +97,44 @@ def test_capturable_step_equals_the_default_step(case, config, path):
     assert all(s['step'].dim() == 0 for s in opt.state.values())
     train(lambda ps: case.ours(param_groups(ps, config['lr']), **config | path), reference, 6)
     assert_all_close(detached(ours), detached(reference), rtol=1e-5, atol=1e-6)
+
+
+# ---- CUDA graphs ----
+
+@pytest.mark.parametrize('mode', ['raise', 'skip'])
+def test_a_check_inside_a_cuda_graph_capture_is_refused_by_name(mode, monkeypatch):
+    "The nan/inf check waits on the host: inside a capture it would fail in CUDA, so the optimizer says what to pass."
+    import modern_updates.optim.base as base
+    monkeypatch.setattr(base, '_capturing', lambda params: True)
+    params = make_params()
+    opt = CASES[0].ours(params, lr=0.01, nonfinite=mode)
+    compute_grads(params, 0)
+    with pytest.raises(RuntimeError, match=rf"nonfinite='{mode}' reads .* CUDA graph capture .*nonfinite='ignore'"):
+        opt.step()
+    CASES[0].ours(params, lr=0.01, nonfinite='ignore').step()  # no check: nothing to refuse
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_a_captured_step_replays_as_the_eager_step(case):
+    "capturable=True with nonfinite='ignore' and a tensor lr: the step captures into a CUDA graph, and replays equal eager."
+    def run(captured):
+        torch.manual_seed(0)
+        params = [torch.randn(64, 32, device='cuda', requires_grad=True), torch.randn(32, device='cuda', requires_grad=True)]
+        for p in params: p.grad = torch.zeros_like(p)
+        opt = case.ours(params, lr=torch.tensor(0.01, device='cuda'), capturable=True, nonfinite='ignore')
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3): opt.step()  # warm up: state created, kernels compiled
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        if captured:
+            with torch.cuda.graph(graph): opt.step()
+        g = torch.Generator(device='cuda').manual_seed(1)
+        for _ in range(5):
+            for p in params: p.grad.copy_(torch.randn(p.shape, device='cuda', generator=g))
+            graph.replay() if captured else opt.step()
+        torch.cuda.synchronize()
+        return [p.detach().clone() for p in params]
+    assert_all_close(run(captured=True), run(captured=False), rtol=1e-5, atol=1e-6)

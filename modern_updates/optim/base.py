@@ -228,6 +228,12 @@ def _real(t):
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def _capturing(params):
+    "Whether `params` step inside a CUDA graph capture, where nothing may sync."
+    return bool(params) and params[0].is_cuda and (
+        torch.cuda.is_current_stream_capturing())
+
+
 def _has_nonfinite(tensors):
     "Whether any value of `tensors` is nan or inf: one pass, one host sync."
     if torch.compiler.is_compiling():  # on the host: one quiet graph break
@@ -339,10 +345,15 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     def check_group(self, group):
         "Checks that involve several hyper-parameters."
 
-    def _check_group(self, group):
+    def _check_group(self, group, stepping=False):
         name = type(self).__name__
+        # a captured step never waits on the host, so the value of a tensor on
+        # the device (a tensor lr) is checked when the group is made, as torch
+        waits = lambda v: isinstance(v, Tensor) and not v.is_cpu
+        skip = stepping and group['capturable']
         check_arguments(name, **{k: (group[k], check)
-                                 for k, check in self._checks.items()})
+                                 for k, check in self._checks.items()
+                                 if not (skip and waits(group[k]))})
         if group['fused'] and group['foreach']:
             raise ValueError(f'{name}: fused=True and foreach=True exclude '
                              'each other; set one of them')
@@ -411,7 +422,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         for index, group in enumerate(self.param_groups):
             # torch checks only at creation; under torch.compile, a check of
             # each new lr would guard on its value and recompile
-            if not torch.compiler.is_compiling(): self._check_group(group)
+            if not torch.compiler.is_compiling():
+                self._check_group(group, stepping=True)
             params = [p for p in group['params'] if p.grad is not None]
             work.append((index, group, params))
         if self._gradients_ready([p for *_, params in work for p in params]):
@@ -429,6 +441,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         mode, max_norm, max_value = (self.param_groups[0][k] for k in (
             'nonfinite', 'max_grad_norm', 'max_grad_value'))
         grads = [p.grad for p in params]
+        if mode != 'ignore' and _capturing(params):
+            raise RuntimeError(
+                f'{type(self).__name__}: nonfinite={mode!r} reads its check '
+                'of the gradients on the host, which a CUDA graph capture '
+                "can't wait for; create the optimizer with nonfinite='ignore' "
+                'to capture its step')
         # A nan or inf gradient makes the norm nan or inf, so with max_grad_norm
         # the norm's pass is the check (clipping values first hides an inf)
         by_norm = (max_norm is not None and max_value is None
@@ -614,7 +632,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             return triton_step(
                 self.rule.__name__, params, grads, buffers, hyper, lr=lr,
                 steps=steps, weight_decay=decay, decoupled=mode,
-                initial_lr=_as_real(group.get('initial_lr', lr)),
+                initial_lr=(group.get('initial_lr') if mode == 'schedule'
+                            else None),
                 maximize=group['maximize'], compensation=compensation,
                 stochastic_rounding=group['stochastic_rounding'])
         kernel, decouples, _ = _TORCH_FUSED[self.rule.__name__]
