@@ -270,6 +270,38 @@ def test_nonfinite_skip_leaves_params_and_state_untouched_and_counts(case, clip)
     assert fresh.skipped_steps == 2
 
 
+@pytest.mark.parametrize('clip', [{}, dict(max_grad_norm=1.0), dict(max_grad_value=0.5)], ids=['plain', 'norm', 'value'])
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_capturable_skip_needs_no_host(case, clip, monkeypatch):
+    """capturable=True, nonfinite='skip': torch's fused kernels (and the Triton step) take the nan/inf flag on the device,
+    so nothing waits on the host; the rule's paths ask the host. Either way the run equals one without the bad batches."""
+    import modern_updates.optim.base as base
+    config = case.configs[-1]
+    make = lambda ps: case.ours(param_groups(ps, config['lr']), nonfinite='skip', capturable=True, **clip, **config)
+    flags = []  # the found_inf each fused kernel got
+    for name in ('_fused_sgd_', '_fused_adagrad_', '_fused_adam_', '_fused_adamw_'):
+        kernel = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, kernel=kernel, **kw: flags.append(kw['found_inf']) or kernel(*a, **kw))
+    monkeypatch.setattr(base, '_has_nonfinite', lambda ts: pytest.fail('the host check ran'))
+    params, reference = make_params(), make_params()
+    opt = make(params)
+    train(lambda ps: opt, params, 2)
+    nan_step(opt, params, 2)
+    nan_step(opt, params, 3, float('inf'))
+    train(lambda ps: opt, params, 3, start=4)
+    ref_opt, _ = train(make, reference, 2)
+    train(lambda ps: ref_opt, reference, 3, start=4)
+    assert_all_close(detached(params), detached(reference), exact=True)
+    assert [float(s['step']) for s in opt.state.values()] == [float(s['step']) for s in ref_opt.state.values()]
+    assert opt.skipped_steps == 2 and isinstance(opt.param_groups[0]['skipped_steps'], torch.Tensor)
+    fused = {path for _, path, _ in opt._plans.values()} == {'fused'}
+    assert fused == (case.name in FUSED)
+    assert all(flag is not None for flag in flags) and bool(flags) == fused
+    fresh = make(make_params())
+    fresh.load_state_dict(save_and_load(opt))
+    assert fresh.skipped_steps == 2
+
+
 @pytest.mark.parametrize('mode', ['raise', 'skip'])
 def test_with_max_grad_norm_the_norm_is_the_check(mode, monkeypatch):
     "The norm's pass finds nan and inf: no second read of the gradients, and a bad batch's gradients stay as they were."

@@ -327,6 +327,32 @@ def test_optimizers_fused_match_per_tensor(monkeypatch):
         assert calls and calls[-1] == cls.rule.__name__, f'{cls.__name__}(fused=True) did not take the Triton step'
 
 
+@pytest.mark.parametrize('case', ['sgd-momentum-dampening-l2', 'adam-schedule-decay-tensor-lr', 'lion'])
+def test_a_found_flag_skips_on_the_device(case):
+    "`found` = 1 (a nan or inf gradient somewhere) leaves every parameter and buffer as it was; 0 is an ordinary step."
+    rule, hyper, options = CASES[case]
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(1100, generator=gen).to(DEVICE), torch.randn(7, generator=gen).to(DEVICE)]
+    names = NAMES[rule](hyper)
+    states = [make_state(rule, hyper, p, names) for p in params]
+    grads = [torch.randn(p.shape, generator=gen).to(DEVICE) for p in params]
+    steps = [torch.tensor(3.0, device=DEVICE) for _ in params]
+    lr = torch.tensor(0.01, device=DEVICE) if options.get('lr_tensor') else 0.01
+    kw = dict(lr=lr, steps=steps, weight_decay=options.get('weight_decay', 0.0),
+              decoupled=options.get('decoupled', False), initial_lr=0.02, maximize=False)
+    before = [p.clone() for p in params], [{k: v.clone() for k, v in s.items()} for s in states]
+    buffers = {k: [s[k] for s in states] for k in names}
+    ts.triton_step(rule, params, grads, buffers, hyper, **kw, found=torch.ones((), device=DEVICE))
+    for p, b in zip(params, before[0]): assert torch.equal(p, b)
+    for s, b in zip(states, before[1]):
+        for k in s: assert torch.equal(s[k], b[k])
+    ts.triton_step(rule, params, grads, buffers, hyper, **kw, found=torch.zeros((), device=DEVICE))
+    plain = [b.clone() for b in before[0]], [{k: v.clone() for k, v in s.items()} for s in before[1]]
+    ts.triton_step(rule, plain[0], grads, {k: [s[k] for s in plain[1]] for k in names}, hyper, **kw)
+    for p, q in zip(params, plain[0]): assert torch.equal(p, q)
+    assert not torch.equal(params[0], before[0][0])
+
+
 def test_module_imports_without_triton_being_imported():
     code = ('import sys, modern_updates, modern_updates.optim, modern_updates.optim.triton_step; '
             "assert 'triton' not in sys.modules, 'triton was imported'")
@@ -342,17 +368,17 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from modern_updates.optim import triton_step as ts
 kernel = ts._step_kernel()
-signature = dict(table='*i64', grad_table='*i64', block_tensor='*i32', lr_ptr='*fp32', lr_value='fp64',
+signature = dict(table='*i64', grad_table='*i64', block_tensor='*i32', lr_ptr='*fp32', found_ptr='*fp32', lr_value='fp64',
                  weight_decay='fp64', initial_lr='fp64', beta1='fp64', beta2='fp64', eps='fp64', momentum='fp64',
                  dampening='fp64', alpha='fp64', lr_decay='fp64', sr_seed='i32')
 variants = [(0, tl.float32, dict(MOMENTUM=True, NESTEROV=True, DECAY=1, MAXIMIZE=True)),
             (1, tl.float16, dict(STEP_DTYPE=tl.float64, ALIGNED=False)),
-            (2, tl.float32, dict(CENTERED=True, MOMENTUM=True, DECAY=3, LR_PTR=True)),
+            (2, tl.float32, dict(CENTERED=True, MOMENTUM=True, DECAY=3, LR_PTR=True, FOUND=True)),
             (3, tl.bfloat16, dict(AMSGRAD=True, KAHAN=True, STOCHASTIC=True)),
             (4, tl.float64, dict())]
 for rule, dtype, flags in variants:
     constants = dict(RULE=rule, DTYPE=dtype, COMPUTE=tl.float64 if dtype == tl.float64 else tl.float32,
-                     STEP_DTYPE=tl.float32, LR_PTR=False, DECAY=2, MAXIMIZE=False, MOMENTUM=False, NESTEROV=False,
+                     STEP_DTYPE=tl.float32, LR_PTR=False, FOUND=False, DECAY=2, MAXIMIZE=False, MOMENTUM=False, NESTEROV=False,
                      EMA=False, CENTERED=False, AMSGRAD=False, KAHAN=False, STOCHASTIC=False, BITS=tl.int16,
                      ALIGNED=True, BLOCK=1024) | flags
     source = ASTSource(fn=kernel, signature=signature | {k: 'constexpr' for k in constants},

@@ -234,18 +234,23 @@ def _capturing(params):
         torch.cuda.is_current_stream_capturing())
 
 
-def _has_nonfinite(tensors):
-    "Whether any value of `tensors` is nan or inf: one pass, one host sync."
-    if torch.compiler.is_compiling():  # on the host: one quiet graph break
-        return torch.compiler.disable(_has_nonfinite)(tensors)
+def _nonfinite_flags(tensors):
+    "One 0-d float32 flag per (device, dtype): 1 if a value is nan or inf."
     values = [t._values() if t.is_sparse else _real(t) for t in tensors]
-    found = []
+    flags = []
     for (device, _), group in _by_device_and_dtype(values).items():
         flag = torch.zeros((), dtype=torch.float32, device=device)
         one = torch.ones((), dtype=torch.float32, device=device)
         torch._amp_foreach_non_finite_check_and_unscale_(group, flag, one)
-        found.append(flag.cpu())
-    return bool(sum(found))
+        flags.append(flag)
+    return flags
+
+
+def _has_nonfinite(tensors):
+    "Whether any value of `tensors` is nan or inf: one pass, one host sync."
+    if torch.compiler.is_compiling():  # on the host: one quiet graph break
+        return torch.compiler.disable(_has_nonfinite)(tensors)
+    return bool(sum(flag.cpu() for flag in _nonfinite_flags(tensors)))
 
 
 def _kahan_add_(param, direction, alpha, compensation):
@@ -336,7 +341,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     @property
     def skipped_steps(self):
         "How many steps `nonfinite='skip'` skipped (saved with the groups)."
-        return self.param_groups[0]['skipped_steps']
+        return int(self.param_groups[0]['skipped_steps'])  # on the device too
 
     # ---- groups and checks ----
     def init_state(self, param, group): return {}
@@ -426,9 +431,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 self._check_group(group, stepping=True)
             params = [p for p in group['params'] if p.grad is not None]
             work.append((index, group, params))
-        if self._gradients_ready([p for *_, params in work for p in params]):
+        ready = self._gradients_ready([p for *_, ps in work for p in ps])
+        if ready is not False:  # True, or a flag that skips on the device
+            found = ready if isinstance(ready, Tensor) else None
             for index, group, params in work:
-                if params: self._step_group(index, group)
+                if params: self._step_group(index, group, found)
         return loss
 
     def _init_group(self, group, index):
@@ -441,12 +448,9 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         mode, max_norm, max_value = (self.param_groups[0][k] for k in (
             'nonfinite', 'max_grad_norm', 'max_grad_value'))
         grads = [p.grad for p in params]
-        if mode != 'ignore' and _capturing(params):
-            raise RuntimeError(
-                f'{type(self).__name__}: nonfinite={mode!r} reads its check '
-                'of the gradients on the host, which a CUDA graph capture '
-                "can't wait for; create the optimizer with nonfinite='ignore' "
-                'to capture its step')
+        if mode == 'skip' and self._skips_on_device(params):
+            return self._skip_on_device(grads, max_norm, max_value, params)
+        if mode != 'ignore' and _capturing(params): self._refuse_capture(mode)
         # A nan or inf gradient makes the norm nan or inf, so with max_grad_norm
         # the norm's pass is the check (clipping values first hides an inf)
         by_norm = (max_norm is not None and max_value is None
@@ -464,6 +468,36 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if found:
             for group in self.param_groups: group['skipped_steps'] += 1
         return not found
+
+    def _skips_on_device(self, params):
+        "Whether `nonfinite='skip'` can skip without the host (capturable)."
+        return (bool(params) and not torch.compiler.is_compiling()
+                and all(g['capturable'] for g in self.param_groups)
+                and len({p.device for p in params}) == 1
+                and not any(p.grad.is_sparse for p in params))
+
+    def _skip_on_device(self, grads, max_norm, max_value, params):
+        "Clip, and return a device flag that is 1 if a gradient is nan or inf."
+        found = torch.stack(_nonfinite_flags(grads)).amax()  # before clamping
+        if max_value is not None: clip_grad_value_(params, max_value)
+        if max_norm is not None:  # a flagged step leaves the gradients as are
+            total = torch.where(found > 0, 0.0, _total_norm(grads, 2.0, None))
+            _scale_to_norm_(grads, max_norm, total)
+        for group in self.param_groups:  # counted on the device: no sync
+            if not isinstance(group['skipped_steps'], Tensor):
+                group['skipped_steps'] = torch.tensor(
+                    group['skipped_steps'], device=found.device)
+            group['skipped_steps'] += found.long()
+        return found
+
+    def _refuse_capture(self, mode, path=None):
+        where = f' on the {path} path' if path else ''
+        raise RuntimeError(
+            f'{type(self).__name__}: nonfinite={mode!r}{where} reads its check '
+            "of the gradients on the host, which a CUDA graph capture can't "
+            "wait for; create the optimizer with nonfinite='ignore' to capture"
+            " its step, or with nonfinite='skip' and capturable=True on the "
+            'fused or Triton path, which skip on the device')
 
     def _nonfinite_message(self):
         for i, group in enumerate(self.param_groups):
@@ -566,13 +600,19 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             if group[flag]:
                 return f"torch's fused kernel has no {flag}={group[flag]!r}"
 
-    def _step_group(self, index, group):
+    def _step_group(self, index, group, found=None):
         # read from param_groups, so that torch.compile calls it untraced
         self._init_group(self.param_groups[index], index)
         _, path, batches = self._plans[index]
         compiling = torch.compiler.is_compiling()
         if compiling and path in ('fused', 'triton'):
             path = 'foreach'  # inductor fuses the rule; those kernels are opaque
+        if found is not None and path not in ('fused', 'triton'):
+            # only those kernels take the flag: the rule asks the host
+            if _capturing(batches[0][0]):
+                self._refuse_capture(group['nonfinite'], path)
+            if bool(found): return
+            found = None
         # On the host, the rules read lr and the step as numbers. Captured or
         # compiled, they stay tensors: no sync, and no recompile per value.
         on_host = not (group['capturable'] or compiling)
@@ -593,7 +633,9 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                              {k: TensorList(v) for k, v in buffers.items()},
                              step, lr)
             else:
-                self._fast_update(path, group, views, grads, buffers, steps, lr)
+                self._fast_update(path, group, views, grads, buffers, steps, lr,
+                                  found)
+                if found is not None: counter.sub_(found)  # a skipped step
 
     def _decay_factor(self, group, lr):
         "The factor of decoupled weight decay, θ ← factor·θ (None: no decay)."
@@ -622,8 +664,10 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         elif group['stochastic_rounding']: _rounded_add_(param, direction, alpha)
         else: param.add_(direction, alpha=alpha)
 
-    def _fast_update(self, path, group, params, grads, buffers, steps, lr):
+    def _fast_update(self, path, group, params, grads, buffers, steps, lr,
+                     found=None):
         "The same update by torch's fused kernel or the one-launch Triton step."
+        # found: a device flag; where it is 1, the kernels leave everything
         hyper = {k: group[k] for k in self._hyper_names}
         decay, mode = group['weight_decay'], group['decoupled_weight_decay']
         if path == 'triton':
@@ -635,40 +679,46 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 initial_lr=(group.get('initial_lr') if mode == 'schedule'
                             else None),
                 maximize=group['maximize'], compensation=compensation,
-                stochastic_rounding=group['stochastic_rounding'])
+                stochastic_rounding=group['stochastic_rounding'], found=found)
         kernel, decouples, _ = _TORCH_FUSED[self.rule.__name__]
         if mode and decay != 0 and not (mode is True and decouples):
-            torch._foreach_mul_(params, self._decay_factor(group, lr))
+            factor = self._decay_factor(group, lr)
+            if found is not None:  # a skipped step keeps θ: exactly 1
+                factor = torch.where(found > 0, 1.0, torch.as_tensor(
+                    factor, dtype=torch.float64, device=found.device))
+            torch._foreach_mul_(params, factor)
             decay = 0
         kernel(params, grads, buffers, steps, lr=lr, weight_decay=decay,
                decoupled=bool(mode) and decay != 0,
-               maximize=group['maximize'], **hyper)
+               maximize=group['maximize'], found_inf=found, **hyper)
 
 # %% ../../nbs/00_optimizer_base.ipynb #f5a1e0b7
 def _fused_sgd(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
-               maximize, momentum, dampening, nesterov, ema):
+               maximize, found_inf, momentum, dampening, nesterov, ema):
     velocity = buffers.get('momentum_buffer', []) if momentum != 0 else []
     torch._fused_sgd_(
         params, grads, velocity, weight_decay=weight_decay, momentum=momentum,
         lr=lr, dampening=dampening, nesterov=nesterov, maximize=maximize,
+        found_inf=found_inf,
         # with no dampening, b₁ = μ·0 + g₁ = g₁ anyway: no host sync needed
         is_first_step=dampening != 0 and bool(steps[0] == 1))
 
 
 def _fused_adagrad(params, grads, buffers, steps, *, lr, weight_decay,
-                   decoupled, maximize, lr_decay, eps):
+                   decoupled, maximize, found_inf, lr_decay, eps):
     torch._fused_adagrad_(
         params, grads, buffers['sum'], steps, lr=lr, lr_decay=lr_decay,
-        weight_decay=weight_decay, eps=eps, maximize=maximize)
+        weight_decay=weight_decay, eps=eps, maximize=maximize,
+        found_inf=found_inf)
 
 
 def _fused_adam(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
-                maximize, betas, eps, amsgrad):
+                maximize, found_inf, betas, eps, amsgrad):
     kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     kernel(params, grads, buffers['exp_avg'], buffers['exp_avg_sq'],
            buffers.get('max_exp_avg_sq', []), steps, lr=lr, beta1=betas[0],
            beta2=betas[1], weight_decay=weight_decay, eps=eps, amsgrad=amsgrad,
-           maximize=maximize)
+           maximize=maximize, found_inf=found_inf)
 
 
 # rule -> (torch's fused kernel, whether it decouples weight decay itself,

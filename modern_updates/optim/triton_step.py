@@ -369,7 +369,7 @@ def _step_kernel():
         tl.store(p_ptr, out, mask=mask)
 
     @triton.jit
-    def kernel(table, grad_table, block_tensor, lr_ptr,
+    def kernel(table, grad_table, block_tensor, lr_ptr, found_ptr,
                lr_value: tl.float64,
                weight_decay: tl.float64, initial_lr: tl.float64,
                beta1: tl.float64, beta2: tl.float64, eps: tl.float64,
@@ -377,6 +377,7 @@ def _step_kernel():
                lr_decay: tl.float64, sr_seed,
                RULE: tl.constexpr, DTYPE: tl.constexpr, COMPUTE: tl.constexpr,
                STEP_DTYPE: tl.constexpr, LR_PTR: tl.constexpr,
+               FOUND: tl.constexpr,
                DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
                MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
                EMA: tl.constexpr,
@@ -389,6 +390,8 @@ def _step_kernel():
         i = tl.load(block_tensor + pid).to(tl.int64)
         row = table + i * 8  # the 8 columns of a table row
         numel, first = tl.load(row + 6), tl.load(row + 7)
+        if FOUND:  # a nan or inf gradient: every element masked, none moves
+            numel = numel * (tl.load(found_ptr) == 0).to(tl.int64)
         offsets = (pid - first) * BLOCK + tl.arange(0, BLOCK)
         # The table's integers, cast back to pointers.
         p_ptr = _pointer(tl.load(row), DTYPE, ALIGNED) + offsets
@@ -481,8 +484,9 @@ def _tl_dtype(dtype): return getattr(tl, str(dtype).removeprefix('torch.'))
 def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
                 weight_decay, decoupled, initial_lr, maximize,
                 compensation=None, stochastic_rounding=False,
-                sr_seed=0) -> None:
+                sr_seed=0, found=None) -> None:
     "One optimizer step of all `params` in one Triton launch, in place."
+    # found: a 0-d flag on the device; where it is 1, nothing is written
     if not params: return
     flags, numbers, state = _options(rule_name, hyper, buffers)
     plan = _plan_for(params, state, compensation, steps)
@@ -503,12 +507,14 @@ def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
     kernel = _step_kernel()  # also imports triton.language as tl
     kernel[(plan.n_blocks,)](
         table, grad_table, plan.block_tensor, lr if lr_on_device else table,
+        table if found is None else found,
         0.0 if lr_on_device else float(lr), decay,
         float(lr if initial_lr is None else initial_lr) if mode == 3 else 1.0,
         sr_seed=int(sr_seed), **numbers, **flags,
         RULE=list(_RULES).index(rule_name), DTYPE=_tl_dtype(plan.dtype),
         COMPUTE=tl.float64 if plan.dtype == torch.float64 else tl.float32,
         STEP_DTYPE=_tl_dtype(plan.step_dtype), LR_PTR=lr_on_device,
+        FOUND=found is not None,
         DECAY=mode, MAXIMIZE=bool(maximize), KAHAN=compensation is not None,
         STOCHASTIC=bool(stochastic_rounding) and low, BITS=tl.int16,
         ALIGNED=aligned, BLOCK=plan.block)
