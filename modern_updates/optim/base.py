@@ -435,7 +435,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if ready is not False:  # True, or a flag that skips on the device
             found = ready if isinstance(ready, Tensor) else None
             for index, group, params in work:
-                if params: self._step_group(index, group, found)
+                if params: self._step_group(index, group, params, found)
         return loss
 
     def _init_group(self, group, index):
@@ -447,6 +447,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "Check the gradients for nan and inf, then clip; False: skip the step."
         mode, max_norm, max_value = (self.param_groups[0][k] for k in (
             'nonfinite', 'max_grad_norm', 'max_grad_value'))
+        if mode == 'ignore' and max_norm is None and max_value is None:
+            return True
         grads = [p.grad for p in params]
         if mode == 'skip' and self._skips_on_device(params):
             return self._skip_on_device(grads, max_norm, max_value, params)
@@ -600,9 +602,10 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             if group[flag]:
                 return f"torch's fused kernel has no {flag}={group[flag]!r}"
 
-    def _step_group(self, index, group, found=None):
-        # read from param_groups, so that torch.compile calls it untraced
-        self._init_group(self.param_groups[index], index)
+    def _step_group(self, index, group, params, found=None):
+        if torch.compiler.is_compiling():  # from param_groups: then untraced
+            self._init_group(self.param_groups[index], index)
+        else: self._plan(index, group, params)  # the list step() made
         _, path, batches = self._plans[index]
         compiling = torch.compiler.is_compiling()
         if compiling and path in ('fused', 'triton'):
