@@ -336,6 +336,30 @@ def test_an_overflowing_norm_of_finite_gradients_is_not_a_nan():
     assert_all_close(detached(ours), detached(theirs))
 
 
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_grad_scaler_drives_it_as_it_drives_torch(case):
+    """AMP's GradScaler unscales, finds an overflowed step and skips it before our check sees it: the default
+    nonfinite='raise' never fires under a scaler, and the run equals the reference's, skipped step included."""
+    config = case.configs[-1]
+    def run(make):
+        params = make_params()
+        opt = make(params)
+        scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 10, growth_interval=2)
+        for t in range(8):
+            opt.zero_grad()
+            g = torch.Generator().manual_seed(t)
+            loss = sum(((p - torch.randn(p.shape, generator=g)) ** 2).sum() for p in params)
+            if t == 3: loss = loss * float('inf')  # an overflowed step
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        return detached(params), scaler.get_scale()
+    (ours, our_scale), (theirs, their_scale) = run(lambda ps: case.ours(param_groups(ps, config['lr']), **config)), \
+        run(reference_for(case, config))
+    assert our_scale == their_scale == 2.0 ** 12  # grown three times, halved once (step 3)
+    assert_all_close(ours, theirs)
+
+
 def test_nonfinite_ignore_steps_as_torch_does():
     ours, theirs = make_params(), make_params()
     nan_step(Adam(ours, lr=0.01, nonfinite='ignore'), ours, 0)
