@@ -44,6 +44,15 @@ def _lion_pytorch(params):
     return Lion(params, lr=1e-4)
 
 
+class _Clipped:
+    "torch's `clip_grad_norm_`, then the optimizer's step: a training loop's clipping."
+    def __init__(self, opt, max_norm=1.0): self.opt, self.max_norm = opt, max_norm
+    def step(self):
+        params = [p for group in self.opt.param_groups for p in group['params']]
+        torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        self.opt.step()
+
+
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize()
 
@@ -111,19 +120,25 @@ def run(device='cpu', quick=False, shapes=None, names=None, steps=3, rounds=3):
     for shape in shapes or default_shapes(device, quick):
         for name in names or OPTIMIZERS:
             ours, kwargs, ref_name, make_ref, bytes_per_param = OPTIMIZERS[name]
+            make_ref = make_ref or _lion_pytorch
             makers = [lambda ps: ours(ps, **kwargs),
-                      lambda ps: ours(ps, nonfinite='ignore', **kwargs),
-                      make_ref or _lion_pytorch]
+                      lambda ps: ours(ps, nonfinite='ignore', **kwargs), make_ref,
+                      # with clipping, where the clipping norm is the check
+                      lambda ps: ours(ps, max_grad_norm=1.0, **kwargs),
+                      lambda ps: _Clipped(make_ref(ps))]
             setups = [_Setup(make, shape, device) for make in makers]
             roof = shape[0] * shape[1] * bytes_per_param / bandwidth
             for replace in (False, True):
-                checked, unchecked, ref = time_steps(setups, device, replace, steps, rounds)
+                checked, unchecked, ref, clipped, ref_clipped = time_steps(
+                    setups, device, replace, steps, rounds)
                 rows.append(dict(
                     optimizer=name, shape=list(shape), grads='replaced' if replace else 'kept',
                     ours_ms=1e3 * checked, ours_unchecked_ms=1e3 * unchecked,
                     reference=ref_name, reference_ms=1e3 * ref, roof_ms=1e3 * roof,
                     ratio_vs_reference=checked / ref, unchecked_ratio_vs_reference=unchecked / ref,
-                    roof_fraction=roof / checked, reference_roof_fraction=roof / ref))
+                    roof_fraction=roof / checked, reference_roof_fraction=roof / ref,
+                    clipped_ms=1e3 * clipped, reference_clipped_ms=1e3 * ref_clipped,
+                    clipped_ratio_vs_reference=clipped / ref_clipped))
             del setups
     return rows, bandwidth
 
@@ -139,12 +154,13 @@ def _device_name(device):
 
 def _print_table(rows):
     print(f"{'optimizer':<9} {'shape':>13} {'grads':>8} {'ours ms':>9} {'ref ms':>9} "
-          f"{'ours/ref':>8} {'unchecked/ref':>13} {'roof frac':>9}  reference")
+          f"{'ours/ref':>8} {'unchecked/ref':>13} {'clipped/ref':>11} {'roof frac':>9}  reference")
     for r in rows:
         shape = '{}x{}'.format(*r['shape'])
         print(f"{r['optimizer']:<9} {shape:>13} {r['grads']:>8} {r['ours_ms']:9.2f} "
               f"{r['reference_ms']:9.2f} {r['ratio_vs_reference']:8.2f} "
-              f"{r['unchecked_ratio_vs_reference']:13.2f} {r['roof_fraction']:9.2f}  "
+              f"{r['unchecked_ratio_vs_reference']:13.2f} "
+              f"{r['clipped_ratio_vs_reference']:11.2f} {r['roof_fraction']:9.2f}  "
               f"{r['reference']}")
 
 
