@@ -142,3 +142,11 @@ def test_a_captured_step_replays_as_the_eager_step(case, mode):
         assert opt.skipped_steps == (mode == 'skip')
         return [p.detach().clone() for p in params]
     assert_all_close(run(captured=True), run(captured=False), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+def test_the_speed_benchmark_times_a_captured_step():
+    "`make bench-speed` on a GPU adds the captured step's time; it raises if the graph moved nothing."
+    from modern_updates.benchmark import speed
+    for name in speed.OPTIMIZERS:
+        assert speed.time_captured(name, (4, 1000), torch.device('cuda'), steps=2, rounds=1) > 0
