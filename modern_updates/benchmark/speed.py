@@ -12,6 +12,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -124,13 +125,9 @@ def time_captured(name, shape, device, steps=3, rounds=3):
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph): opt.step()
-    before, best = params[0].detach().clone(), float('inf')
-    for _ in range(rounds):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(steps): graph.replay()
-        _sync(device)
-        best = min(best, (time.perf_counter() - start) / steps)
+    before = params[0].detach().clone()
+    replay = SimpleNamespace(step=lambda replace: graph.replay())  # as a _Setup
+    best = time_steps([replay], device, False, steps, rounds)[0]
     if torch.equal(before, params[0].detach()):  # a graph that does nothing is fast
         raise RuntimeError(f'the captured {name} step did not move the parameters')
     return best
