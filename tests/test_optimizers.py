@@ -273,3 +273,14 @@ def test_quotient_refuses_a_changed_operand():
     TensorList(b).add_(1.0)
     with pytest.raises(RuntimeError, match='changed a or b in place'):
         TensorList(theta).add_(q, alpha=-0.1)
+
+
+def test_a_computed_quotient_stays_readable_when_its_operands_change():
+    "Once divided, a / b no longer depends on a and b: changing them later is no error, and the quotient keeps its values."
+    from modern_updates.optim.base import TensorList
+    theta, a, b = _lists()
+    q = TensorList(a) / TensorList(b)
+    expected = [x / y for x, y in zip(a, b)]
+    for got, e in zip(q.add(TensorList(theta), alpha=0.0), expected): assert torch.equal(got, e)  # computed
+    TensorList(a).add_(1.0)
+    for got, e in zip(q, expected): assert torch.equal(got, e)

@@ -121,10 +121,11 @@ class _Quotient(TensorList):
 
     def unread(self):
         "True until the quotient is computed; a changed a or b is refused."
+        if self._tensors is not None: return False  # computed: a, b may move
         if self._count() != self._versions:  # a late division would be wrong
             raise RuntimeError('an update rule changed a or b in place after '
                                'returning a / b; divide after the change')
-        return self._tensors is None
+        return True
 
     @property
     def tensors(self):
