@@ -604,11 +604,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 return f"torch's fused kernel has no {flag}={group[flag]!r}"
 
     def _step_group(self, index, group, params, found=None):
-        if torch.compiler.is_compiling():  # from param_groups: then untraced
+        compiling = torch.compiler.is_compiling()
+        if compiling:  # read from param_groups, so that it runs untraced
             self._init_group(self.param_groups[index], index)
         else: self._plan(index, group, params)  # the list step() made
         _, path, batches = self._plans[index]
-        compiling = torch.compiler.is_compiling()
         if compiling and path in ('fused', 'triton'):
             path = 'foreach'  # inductor fuses the rule; those kernels are opaque
         if found is not None and path not in ('fused', 'triton'):
