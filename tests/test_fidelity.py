@@ -360,6 +360,97 @@ def test_grad_scaler_drives_it_as_it_drives_torch(case):
     assert_all_close(ours, theirs)
 
 
+AMP_FUSED = [(SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+             (Adagrad, torch.optim.Adagrad, dict(lr=0.1, lr_decay=0.01, weight_decay=0.01)),
+             (Adam, torch.optim.Adam, dict(lr=0.1, amsgrad=True, weight_decay=0.01)),
+             (AdamW, torch.optim.AdamW, dict(lr=0.1, weight_decay=0.1))]
+
+
+def scaled_history(make, clip_first=False, steps=8):
+    """Steps under AMP's GradScaler, the 4th overflowed, with the parameters, gradients and scale after each. The
+    scale is odd (1000, times 1.5 or 0.3), so that dividing by it and multiplying by its inverse round differently."""
+    params = [p.detach().requires_grad_() for p in make_params()]
+    opt = make(params)
+    scaler = torch.amp.GradScaler('cpu', init_scale=1000.0, growth_factor=1.5, backoff_factor=0.3, growth_interval=2)
+    history = []
+    for t in range(steps):
+        opt.zero_grad()
+        g = torch.Generator().manual_seed(t)
+        loss = sum(((p - torch.randn(p.shape, generator=g)) ** 2).sum() for p in params)
+        if t == 3: loss = loss * float('inf')
+        scaler.scale(loss).backward()
+        if clip_first:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(opt)
+        scaler.update()
+        history.append((detached(params), [p.grad.clone() for p in params], scaler.get_scale()))
+    return opt, history
+
+
+@pytest.fixture
+def unscale_calls(monkeypatch):
+    "The optimizers that GradScaler.unscale_ was called for."
+    calls, original = [], torch.amp.GradScaler.unscale_
+    monkeypatch.setattr(torch.amp.GradScaler, 'unscale_', lambda self, opt: (calls.append(opt), original(self, opt))[1])
+    return calls
+
+
+@pytest.mark.parametrize('ours,theirs,config', AMP_FUSED, ids=lambda x: getattr(x, '__name__', ''))
+def test_grad_scaler_hands_its_scale_to_our_kernels_as_to_torchs(ours, theirs, config, unscale_calls):
+    """Where our step runs a kernel that unscales as it reads (torch's fused kernels here, Triton on a GPU), GradScaler
+    takes its fast path, as for torch's fused=True: no unscale_ pass and no host sync. The kernels divide each gradient
+    by the scale and skip the overflowed step on the device; our default nan check stands aside for the scaler's.
+    Every step equals torch's fused optimizer bit for bit, the gradients left unscaled and the scale included."""
+    opt, history = scaled_history(lambda ps: ours(ps, **config))
+    _, reference = scaled_history(lambda ps: theirs(ps, fused=True, **config))
+    assert opt._step_supports_amp_scaling and not unscale_calls
+    for (params, grads, scale), (ref_params, ref_grads, ref_scale) in zip(history, reference):
+        assert_all_close(params, ref_params, exact=True)
+        assert_all_close(grads, ref_grads, rtol=0, atol=0, equal_nan=True)  # inf and nan at the overflow
+        assert scale == ref_scale
+    assert_all_close(history[3][0], history[2][0], exact=True)  # skipped: by the scaler, not counted as ours
+    assert opt.skipped_steps == 0
+    assert all(int(s['step']) == 7 for s in opt.state.values())
+
+
+@pytest.mark.parametrize('ours,theirs,config', AMP_FUSED, ids=lambda x: getattr(x, '__name__', ''))
+def test_in_optimizer_clipping_reads_unscaled_gradients_under_grad_scaler(ours, theirs, config, unscale_calls):
+    "max_grad_norm under the fast path unscales first, as a user's unscale_ and clip_grad_norm_ before the step do."
+    _, history = scaled_history(lambda ps: ours(ps, max_grad_norm=1.0, **config))
+    _, reference = scaled_history(lambda ps: theirs(ps, fused=True, **config), clip_first=True)
+    assert len(unscale_calls) == len(reference)  # only the reference's own calls
+    for t, ((params, grads, _), (ref_params, ref_grads, _)) in enumerate(zip(history, reference)):
+        assert_all_close(params, ref_params)
+        if t != 3: assert_all_close(grads, ref_grads)  # at the overflow, clip_grad_norm_ makes its infs nan
+
+
+@pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True), {}], ids=['single', 'foreach', 'default'])
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_a_handed_scale_and_flag_work_on_every_path(case, path):
+    """GradScaler's attributes, `grad_scale` and `found_inf`, set by hand on any path: a flag of 1 skips the step, and
+    a scale divides the gradients before the rule reads them. The step then equals one on unscaled gradients."""
+    config = case.configs[-1] | path
+    scaled, plain = make_params(), make_params()
+    opt = case.ours(param_groups(scaled, config['lr']), **config)
+    reference = case.ours(param_groups(plain, config['lr']), **config)
+    for t in range(4):
+        compute_grads(scaled, t), compute_grads(plain, t)
+        for p in scaled:
+            if p.grad is not None: p.grad.mul_(1024.0)
+        opt.grad_scale, opt.found_inf = torch.tensor(1024.0), torch.tensor(float(t == 2))
+        before = detached(scaled)
+        opt.step()
+        del opt.grad_scale, opt.found_inf
+        if t == 2:
+            assert_all_close(detached(scaled), before, exact=True)
+            continue
+        reference.step()
+        assert_all_close(detached(scaled), detached(plain))
+        assert_all_close([p.grad for p in scaled if p.grad is not None],
+                         [p.grad for p in plain if p.grad is not None], exact=True)
+
+
 def test_nonfinite_ignore_steps_as_torch_does():
     ours, theirs = make_params(), make_params()
     nan_step(Adam(ours, lr=0.01, nonfinite='ignore'), ours, 0)

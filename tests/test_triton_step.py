@@ -353,6 +353,76 @@ def test_a_found_flag_skips_on_the_device(case):
     assert not torch.equal(params[0], before[0][0])
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('case', ['sgd-momentum-dampening-l2', 'rmsprop-centered-momentum', 'adamw-amsgrad', 'lion'])
+def test_a_grad_scale_is_divided_out_as_each_gradient_is_read(case, dtype):
+    """`grad_scale` (GradScaler's, under AMP): the step equals one on the gradients divided by it, bit for bit in fp32,
+    and the gradients are left divided, as torch's fused kernels leave them. A non-contiguous gradient goes through a copy,
+    which is written back. With `found` = 1 nothing moves, the gradients included."""
+    rule, hyper, options = CASES[case]
+    gen = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=gen).to(DEVICE, dtype)
+    params = [rand(1100), rand(6, 5), rand(7)]
+    names = NAMES[rule](hyper)
+    scale = torch.tensor(1000.0, device=DEVICE)  # not a power of two: division rounds
+    grads = [rand(1100) * 1000, (rand(5, 6) * 1000).T, rand(7) * 1000]
+    kw = dict(hyper=hyper, lr=0.01, weight_decay=options.get('weight_decay', 0.0),
+              decoupled=options.get('decoupled', False), initial_lr=0.01, maximize=False)
+
+    initial = [make_state(rule, hyper, p, names) for p in params]
+
+    def step(params, grads, **extra):
+        states = [{k: v.clone() for k, v in s.items()} for s in initial]
+        steps = [torch.tensor(2.0, device=DEVICE) for _ in params]
+        ts.triton_step(rule, params, grads, {k: [s[k] for s in states] for k in names}, steps=steps, **kw, **extra)
+        return params, states
+    unscaled = [(g.float() / scale).to(dtype) for g in grads]  # correctly rounded, as the kernel divides
+    expected = step([p.clone() for p in params], [g.clone() for g in unscaled])
+    skipped = step([p.clone() for p in params], kept := [g.clone() for g in grads], grad_scale=scale,
+                   found=torch.ones((), device=DEVICE))
+    for p, q in zip(skipped[0], params): assert torch.equal(p, q)
+    for g, h in zip(kept, grads): assert torch.equal(g, h)
+    actual = step([p.clone() for p in params], grads, grad_scale=scale)
+    # a bf16 gradient is unscaled in fp32 and used unrounded: close to the rounded one's step, not equal
+    same = torch.equal if dtype == torch.float32 else lambda a, b: torch.testing.assert_close(a, b, **TOL[dtype]) or 1
+    for p, q in zip(actual[0], expected[0]): assert same(p, q)
+    for s, r in zip(actual[1], expected[1]):
+        for k in s: assert same(s[k], r[k]), k
+    for g, u in zip(grads, unscaled): assert torch.equal(g, u)
+
+
+def test_grad_scaler_takes_its_fast_path_with_the_triton_step(monkeypatch):
+    """Every optimizer on the Triton path tells GradScaler to hand it the scale (`_step_supports_amp_scaling`): no
+    unscale_ pass. Under a scaler with an overflowed step, it equals the per-tensor rule under the same scaler."""
+    from modern_updates.optim import SGD as SGDOpt, Adagrad, Adam, AdamW, Lion, RMSprop
+    calls, original = [], torch.amp.GradScaler.unscale_
+    monkeypatch.setattr(torch.amp.GradScaler, 'unscale_', lambda self, opt: (calls.append(opt), original(self, opt))[1])
+
+    def run(make):
+        torch.manual_seed(0)
+        params = [torch.randn(40, device=DEVICE, requires_grad=True), torch.randn(3, 5, device=DEVICE, requires_grad=True)]
+        opt = make(params)
+        scaler = torch.amp.GradScaler(DEVICE, init_scale=1000.0, growth_factor=1.5, backoff_factor=0.3, growth_interval=2)
+        for t in range(5):
+            opt.zero_grad()
+            loss = sum((torch.sin(3 * x) * (t + 1)).sum() for x in params) * (float('inf') if t == 2 else 1.0)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        return opt, params
+    for cls, kw in ((Adam, dict(lr=1e-2, weight_decay=0.1)), (AdamW, dict(lr=1e-2, weight_decay=0.1)),
+                    (SGDOpt, dict(lr=1e-2, momentum=0.9)), (Adagrad, dict(lr=1e-2)),
+                    (RMSprop, dict(lr=1e-2, centered=True)), (Lion, dict(lr=1e-3, weight_decay=0.1))):
+        calls.clear()
+        fused, a = run(lambda ps: cls(ps, fused=True, **kw))
+        assert fused._step_supports_amp_scaling and not calls, cls.__name__
+        plain, b = run(lambda ps: cls(ps, foreach=False, **kw))
+        assert not plain._step_supports_amp_scaling and len(calls) == 5
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(x.grad, y.grad, rtol=1e-5, atol=1e-6)  # unscaled, at close points
+
+
 def test_module_imports_without_triton_being_imported():
     code = ('import sys, modern_updates, modern_updates.optim, modern_updates.optim.triton_step; '
             "assert 'triton' not in sys.modules, 'triton was imported'")
@@ -368,17 +438,18 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from modern_updates.optim import triton_step as ts
 kernel = ts._step_kernel()
-signature = dict(table='*i64', grad_table='*i64', block_tensor='*i32', lr_ptr='*fp32', found_ptr='*fp32', lr_value='fp64',
+signature = dict(table='*i64', grad_table='*i64', block_tensor='*i32', lr_ptr='*fp32', found_ptr='*fp32', scale_ptr='*fp32',
+                 lr_value='fp64',
                  weight_decay='fp64', initial_lr='fp64', beta1='fp64', beta2='fp64', eps='fp64', momentum='fp64',
                  dampening='fp64', alpha='fp64', lr_decay='fp64', sr_seed='i32')
 variants = [(0, tl.float32, dict(MOMENTUM=True, NESTEROV=True, DECAY=1, MAXIMIZE=True)),
             (1, tl.float16, dict(STEP_DTYPE=tl.float64, ALIGNED=False)),
             (2, tl.float32, dict(CENTERED=True, MOMENTUM=True, DECAY=3, LR_PTR=True, FOUND=True)),
-            (3, tl.bfloat16, dict(AMSGRAD=True, KAHAN=True, STOCHASTIC=True)),
+            (3, tl.bfloat16, dict(AMSGRAD=True, KAHAN=True, STOCHASTIC=True, GRAD_SCALE=True)),
             (4, tl.float64, dict())]
 for rule, dtype, flags in variants:
     constants = dict(RULE=rule, DTYPE=dtype, COMPUTE=tl.float64 if dtype == tl.float64 else tl.float32,
-                     STEP_DTYPE=tl.float32, LR_PTR=False, FOUND=False, DECAY=2, MAXIMIZE=False, MOMENTUM=False, NESTEROV=False,
+                     STEP_DTYPE=tl.float32, LR_PTR=False, FOUND=False, GRAD_SCALE=False, DECAY=2, MAXIMIZE=False, MOMENTUM=False, NESTEROV=False,
                      EMA=False, CENTERED=False, AMSGRAD=False, KAHAN=False, STOCHASTIC=False, BITS=tl.int16,
                      ALIGNED=True, BLOCK=1024) | flags
     source = ASTSource(fn=kernel, signature=signature | {k: 'constexpr' for k in constants},

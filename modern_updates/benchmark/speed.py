@@ -54,6 +54,18 @@ class _Clipped:
         self.opt.step()
 
 
+class _Scaled:
+    "The optimizer's step under AMP's `GradScaler`, at a scale of 1: the same numbers, the scaler's work."
+    def __init__(self, opt):
+        device = opt.param_groups[0]['params'][0].device
+        self.opt = opt
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2 ** 30)
+        self.scaler.scale(torch.ones((), device=device))  # the scale, made lazily
+    def step(self):
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize()
 
@@ -150,12 +162,15 @@ def run(device='cpu', quick=False, shapes=None, names=None, steps=3, rounds=3):
                       lambda ps: ours(ps, nonfinite='ignore', **kwargs), make_ref,
                       # with clipping, where the clipping norm is the check
                       lambda ps: ours(ps, max_grad_norm=1.0, **kwargs),
-                      lambda ps: _Clipped(make_ref(ps))]
+                      lambda ps: _Clipped(make_ref(ps)),
+                      # under AMP's GradScaler
+                      lambda ps: _Scaled(ours(ps, **kwargs)),
+                      lambda ps: _Scaled(make_ref(ps))]
             setups = [_Setup(make, shape, device) for make in makers]
             roof = shape[0] * shape[1] * bytes_per_param / bandwidth
             for replace in (False, True):
-                checked, unchecked, ref, clipped, ref_clipped = time_steps(
-                    setups, device, replace, steps, rounds)
+                checked, unchecked, ref, clipped, ref_clipped, amp, ref_amp = (
+                    time_steps(setups, device, replace, steps, rounds))
                 rows.append(dict(
                     optimizer=name, shape=list(shape), grads='replaced' if replace else 'kept',
                     ours_ms=1e3 * checked, ours_unchecked_ms=1e3 * unchecked,
@@ -163,7 +178,9 @@ def run(device='cpu', quick=False, shapes=None, names=None, steps=3, rounds=3):
                     ratio_vs_reference=checked / ref, unchecked_ratio_vs_reference=unchecked / ref,
                     roof_fraction=roof / checked, reference_roof_fraction=roof / ref,
                     clipped_ms=1e3 * clipped, reference_clipped_ms=1e3 * ref_clipped,
-                    clipped_ratio_vs_reference=clipped / ref_clipped))
+                    clipped_ratio_vs_reference=clipped / ref_clipped,
+                    amp_ms=1e3 * amp, reference_amp_ms=1e3 * ref_amp,
+                    amp_ratio_vs_reference=amp / ref_amp))
             del setups
             if device.type == 'cuda':  # many small tensors: the host's share
                 row = rows[-2]  # gradients kept
@@ -187,13 +204,14 @@ def _device_name(device):
 
 def _print_table(rows):
     print(f"{'optimizer':<9} {'shape':>13} {'grads':>8} {'ours ms':>9} {'ref ms':>9} "
-          f"{'ours/ref':>8} {'unchecked/ref':>13} {'clipped/ref':>11} {'roof frac':>9}  reference")
+          f"{'ours/ref':>8} {'unchecked/ref':>13} {'clipped/ref':>11} {'amp/ref':>7} {'roof frac':>9}  reference")
     for r in rows:
         shape = '{}x{}'.format(*r['shape'])
         print(f"{r['optimizer']:<9} {shape:>13} {r['grads']:>8} {r['ours_ms']:9.2f} "
               f"{r['reference_ms']:9.2f} {r['ratio_vs_reference']:8.2f} "
               f"{r['unchecked_ratio_vs_reference']:13.2f} "
-              f"{r['clipped_ratio_vs_reference']:11.2f} {r['roof_fraction']:9.2f}  "
+              f"{r['clipped_ratio_vs_reference']:11.2f} "
+              f"{r['amp_ratio_vs_reference']:7.2f} {r['roof_fraction']:9.2f}  "
               f"{r['reference']}")
     captured = [r for r in rows if 'captured_ms' in r or 'captured_error' in r]
     if captured: print('\ncaptured in a CUDA graph, gradients kept: fraction of the roof')

@@ -11,6 +11,8 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable
+from itertools import repeat
+from operator import attrgetter, is_, is_not
 
 import torch
 from torch import Tensor
@@ -229,6 +231,19 @@ def _real(t):
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def _with_grads(params):
+    "The parameters that have a gradient, and their gradients: one read each."
+    grads = list(map(attrgetter('grad'), params))  # C loops: for 1000s of them
+    if all(map(is_not, grads, repeat(None))): return list(params), grads
+    return ([p for p, g in zip(params, grads) if g is not None],
+            [g for g in grads if g is not None])
+
+
+def _same(a, b):
+    "Whether two lists hold the very same tensors, in the same order."
+    return len(a) == len(b) and all(map(is_, a, b))
+
+
 def _capturing(params):
     "Whether `params` step inside a CUDA graph capture, where nothing may sync."
     return bool(params) and params[0].is_cuda and (
@@ -252,6 +267,23 @@ def _has_nonfinite(tensors):
     if torch.compiler.is_compiling():  # on the host: one quiet graph break
         return torch.compiler.disable(_has_nonfinite)(tensors)
     return bool(sum(flag.cpu() for flag in _nonfinite_flags(tensors)))
+
+
+def _unscale_(grads, scale):
+    "Gradients divided by GradScaler's scale in place, as its `unscale_` does."
+    inverse = scale.double().reciprocal().float()  # it multiplies by 1/scale
+    values = [g._values() if g.is_sparse else g for g in grads]
+    for (device, _), group in _by_device_and_dtype(values).items():
+        torch._foreach_mul_(group, inverse.to(device))
+
+
+def _clip_unless(found, params, grads, max_norm, max_value):
+    "Clip without a host sync; where `found` is 1, the norm leaves them as are."
+    if max_value is not None: clip_grad_value_(params, max_value)
+    if max_norm is not None:
+        total = _total_norm(grads, 2.0, None)
+        total = torch.where(found.to(total.device) > 0, 0.0, total)
+        _scale_to_norm_(grads, max_norm, total)
 
 
 def _kahan_add_(param, direction, alpha, compensation):
@@ -430,27 +462,65 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             # each new lr would guard on its value and recompile
             if not torch.compiler.is_compiling():
                 self._check_group(group, stepping=True)
-            params = [p for p in group['params'] if p.grad is not None]
-            work.append((index, group, params))
-        ready = self._gradients_ready([p for *_, ps in work for p in ps])
+            params, grads = _with_grads(group['params'])
+            work.append((index, group, params, grads))
+        # GradScaler (AMP) sets these when _step_supports_amp_scaling is True:
+        # gradients that still carry its scale, and its own nan/inf check
+        scale = getattr(self, 'grad_scale', None)
+        amp_found = getattr(self, 'found_inf', None)
+        if amp_found is not None:
+            ready, scale = self._amp_ready(work, scale, amp_found)
+        else:
+            if scale is not None:  # a scale alone: unscale, then check as ever
+                _unscale_([g for *_, gs in work for g in gs], scale)
+                scale = None
+            ready = self._gradients_ready(work)
         if ready is not False:  # True, or a flag that skips on the device
             found = ready if isinstance(ready, Tensor) else None
-            for index, group, params in work:
-                if params: self._step_group(index, group, params, found)
+            for index, group, params, grads in work:
+                if params:
+                    self._step_group(index, group, params, grads, found, scale)
         return loss
+
+    @property
+    def _step_supports_amp_scaling(self):
+        "Whether GradScaler may hand the step its scale and check (AMP)."
+        # yes when every group steps by a kernel that unscales each gradient as
+        # it reads it and skips on the device, as torch's fused=True; else
+        # GradScaler unscales and checks first, in one pass and one sync
+        paths = []
+        for index, group in enumerate(self.param_groups):
+            if (plan := self._plans.get(index)) is not None:  # as last step
+                paths.append(plan[1])
+            elif params := _with_grads(group['params'])[0]:
+                try: paths.append(self._path(group, params))
+                except (RuntimeError, ValueError): return False  # step() says
+        return bool(paths) and all(p in ('fused', 'triton') for p in paths)
+
+    def _amp_ready(self, work, scale, found):
+        "GradScaler's flag skips the step; clipping reads unscaled gradients."
+        max_norm, max_value = (self.param_groups[0][k] for k in (
+            'max_grad_norm', 'max_grad_value'))
+        if max_norm is None and max_value is None: return found, scale
+        params = [p for *_, ps, _ in work for p in ps]
+        grads = [g for *_, gs in work for g in gs]
+        if scale is not None: _unscale_(grads, scale)  # as GradScaler.unscale_
+        _clip_unless(found, params, grads, max_norm, max_value)
+        return found, None
 
     def _init_group(self, group, index):
         "Plan the group's step; torch.compile runs this eagerly, untraced."
         params = [p for p in group['params'] if p.grad is not None]
         self._plan(index, group, params)
 
-    def _gradients_ready(self, params):
+    def _gradients_ready(self, work):
         "Check the gradients for nan and inf, then clip; False: skip the step."
         mode, max_norm, max_value = (self.param_groups[0][k] for k in (
             'nonfinite', 'max_grad_norm', 'max_grad_value'))
         if mode == 'ignore' and max_norm is None and max_value is None:
             return True
-        grads = [p.grad for p in params]
+        params = [p for *_, ps, _ in work for p in ps]
+        grads = [g for *_, gs in work for g in gs]
         if mode == 'skip' and self._skips_on_device(params):
             return self._skip_on_device(grads, max_norm, max_value, params)
         if mode != 'ignore' and _capturing(params): self._refuse_capture(mode)
@@ -482,10 +552,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     def _skip_on_device(self, grads, max_norm, max_value, params):
         "Clip, and return a device flag that is 1 if a gradient is nan or inf."
         found = torch.stack(_nonfinite_flags(grads)).amax()  # before clamping
-        if max_value is not None: clip_grad_value_(params, max_value)
-        if max_norm is not None:  # a flagged step leaves the gradients as are
-            total = torch.where(found > 0, 0.0, _total_norm(grads, 2.0, None))
-            _scale_to_norm_(grads, max_norm, total)
+        _clip_unless(found, params, grads, max_norm, max_value)
         for group in self.param_groups:  # counted on the device: no sync
             if not isinstance(group['skipped_steps'], Tensor):
                 group['skipped_steps'] = torch.tensor(
@@ -516,26 +583,30 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
 
     def _plan(self, index, group, params):
         "The group's path and batches of tensors, kept while the same step."
-        key = (tuple(map(id, params)), len(self.state),
+        key = (len(self.state),
                tuple(_signature(group[k]) for k in self._hyper_names + (
                    'foreach', 'fused', 'weight_decay', 'decoupled_weight_decay',
                    'kahan_summation', 'stochastic_rounding')))
-        plan = self._plans.get(index)
-        if plan is not None and plan[0] == key: return
+        plan = self._plans.get(index)  # ((key, params), path, batches)
+        if plan is not None and plan[0][0] == key and _same(plan[0][1], params):
+            return
         path = self._path(group, params)
         states = [self._state_of(p, group) for p in params]
         by_key = {}
-        for p, s in zip(params, states):
+        for i, (p, s) in enumerate(zip(params, states)):
             batch_key = (p.device, p.dtype, float(s['step']))
-            by_key.setdefault(batch_key, []).append((p, s))
+            by_key.setdefault(batch_key, []).append((i, p, s))
         single = path == 'single'
         batches = list(by_key.values())
         if single: batches = [[m] for ms in batches for m in ms]
-        self._plans[index] = (key, path, [self._batch(b) for b in batches])
+        self._plans[index] = ((key, list(params)), path,
+                              [self._batch(b, len(params)) for b in batches])
 
-    def _batch(self, members):
-        "Parameters, real views, step counter and buffers of (param, state)s."
-        params, states = [p for p, _ in members], [s for _, s in members]
+    def _batch(self, members, n):
+        "Parameters, real views, step counter and buffers of (i, param, state)s."
+        # the batch's gradients are the group's at these indices (None: all)
+        indices = None if len(members) == n else [i for i, _, _ in members]
+        params, states = [p for _, p, _ in members], [s for *_, s in members]
         # One tensor counts the steps of the batch; each state['step'] is a view
         # of its entry, so that a step adds 1 to all of them in one operation.
         first = states[0]['step']
@@ -545,7 +616,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         names = self._buffer_names + ('compensation',)
         buffers = {k: [_real(s[k]) for s in states]
                    for k in names if states[0].get(k) is not None}
-        return (params, [_real(p) for p in params], counter,
+        return (indices, params, [_real(p) for p in params], counter,
                 [s['step'] for s in states], buffers,
                 any(p.is_complex() for p in params))
 
@@ -603,7 +674,9 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             if group[flag]:
                 return f"torch's fused kernel has no {flag}={group[flag]!r}"
 
-    def _step_group(self, index, group, params, found=None):
+    def _step_group(self, index, group, params, grads, found=None,
+                    scale=None):
+        # found: a 0-d device flag, 1 to skip; scale: GradScaler's, or None
         compiling = torch.compiler.is_compiling()
         if compiling:  # read from param_groups, so that it runs untraced
             self._init_group(self.param_groups[index], index)
@@ -613,10 +686,13 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             path = 'foreach'  # inductor fuses the rule; those kernels are opaque
         if found is not None and path not in ('fused', 'triton'):
             # only those kernels take the flag: the rule asks the host
-            if _capturing(batches[0][0]):
+            if _capturing(batches[0][1]):
                 self._refuse_capture(group['nonfinite'], path)
             if bool(found): return
             found = None
+        if scale is not None and path not in ('fused', 'triton'):
+            _unscale_(grads, scale)  # the rule reads true gradients
+            scale = None
         # On the host, the rules read lr and the step as numbers. Captured or
         # compiled, they stay tensors: no sync, and no recompile per value.
         on_host = not (group['capturable'] or compiling)
@@ -624,9 +700,15 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if not isinstance(lr, Tensor) or (on_host and path in ('single',
                                                                'foreach')):
             lr = _as_real(lr)
-        for params, views, counter, steps, buffers, is_complex in batches:
+        all_grads = grads
+        for indices, params, views, counter, steps, buffers, is_complex in (
+                batches):
             counter.add_(1)
-            grads = [p.grad for p in params]
+            if compiling:  # traced: the plan's own reading of its gradients
+                grads = [p.grad for p in params]
+            else:
+                grads = all_grads if indices is None else [all_grads[i]
+                                                           for i in indices]
             if is_complex: grads = [_real(g) for g in grads]
             step = int(steps[0]) if on_host else counter[0]  # not an alias
             if path == 'single':
@@ -637,9 +719,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                              {k: TensorList(v) for k, v in buffers.items()},
                              step, lr)
             else:
+                here = [t if t is None else t.to(counter.device)
+                        for t in (found, scale)]  # GradScaler's device
                 self._fast_update(path, group, views, grads, buffers, steps, lr,
-                                  found)
-                if found is not None: counter.sub_(found)  # a skipped step
+                                  *here)
+                if found is not None: counter.sub_(here[0])  # a skipped step
 
     def _decay_factor(self, group, lr):
         "The factor of decoupled weight decay, θ ← factor·θ (None: no decay)."
@@ -669,9 +753,10 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         else: param.add_(direction, alpha=alpha)
 
     def _fast_update(self, path, group, params, grads, buffers, steps, lr,
-                     found=None):
+                     found=None, scale=None):
         "The same update by torch's fused kernel or the one-launch Triton step."
-        # found: a device flag; where it is 1, the kernels leave everything
+        # found: a device flag; where it is 1, the kernels leave everything.
+        # scale: GradScaler's; the kernels divide each gradient by it as read
         hyper = {k: group[k] for k in self._hyper_names}
         decay, mode = group['weight_decay'], group['decoupled_weight_decay']
         if path == 'triton':
@@ -683,7 +768,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 initial_lr=(group.get('initial_lr') if mode == 'schedule'
                             else None),
                 maximize=group['maximize'], compensation=compensation,
-                stochastic_rounding=group['stochastic_rounding'], found=found)
+                stochastic_rounding=group['stochastic_rounding'], found=found,
+                grad_scale=scale)
         kernel, decouples, _ = _TORCH_FUSED[self.rule.__name__]
         if mode and decay != 0 and not (mode is True and decouples):
             factor = self._decay_factor(group, lr)
@@ -694,35 +780,37 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             decay = 0
         kernel(params, grads, buffers, steps, lr=lr, weight_decay=decay,
                decoupled=bool(mode) and decay != 0,
-               maximize=group['maximize'], found_inf=found, **hyper)
+               maximize=group['maximize'], found_inf=found, grad_scale=scale,
+               **hyper)
 
 # %% ../../nbs/00_optimizer_base.ipynb #f5a1e0b7
 def _fused_sgd(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
-               maximize, found_inf, momentum, dampening, nesterov, ema):
+               maximize, found_inf, grad_scale, momentum, dampening, nesterov,
+               ema):
     velocity = buffers.get('momentum_buffer', []) if momentum != 0 else []
     torch._fused_sgd_(
         params, grads, velocity, weight_decay=weight_decay, momentum=momentum,
         lr=lr, dampening=dampening, nesterov=nesterov, maximize=maximize,
-        found_inf=found_inf,
+        found_inf=found_inf, grad_scale=grad_scale,
         # with no dampening, b₁ = μ·0 + g₁ = g₁ anyway: no host sync needed
         is_first_step=dampening != 0 and bool(steps[0] == 1))
 
 
 def _fused_adagrad(params, grads, buffers, steps, *, lr, weight_decay,
-                   decoupled, maximize, found_inf, lr_decay, eps):
+                   decoupled, maximize, found_inf, grad_scale, lr_decay, eps):
     torch._fused_adagrad_(
         params, grads, buffers['sum'], steps, lr=lr, lr_decay=lr_decay,
         weight_decay=weight_decay, eps=eps, maximize=maximize,
-        found_inf=found_inf)
+        found_inf=found_inf, grad_scale=grad_scale)
 
 
 def _fused_adam(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
-                maximize, found_inf, betas, eps, amsgrad):
+                maximize, found_inf, grad_scale, betas, eps, amsgrad):
     kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     kernel(params, grads, buffers['exp_avg'], buffers['exp_avg_sq'],
            buffers.get('max_exp_avg_sq', []), steps, lr=lr, beta1=betas[0],
            beta2=betas[1], weight_decay=weight_decay, eps=eps, amsgrad=amsgrad,
-           maximize=maximize, found_inf=found_inf)
+           maximize=maximize, found_inf=found_inf, grad_scale=grad_scale)
 
 
 # rule -> (torch's fused kernel, whether it decouples weight decay itself,

@@ -144,8 +144,9 @@ class _Plan:
         return (_same(steps[1:], self.steps)  # steps[0] is the key itself
                 and list(map(_ptr, params)) == self.ptrs)
 
-    def grads_table(self, grads):
+    def grads_table(self, grads, write_back=False):
         "The grads' addresses on the device, uploaded only when they move."
+        # write_back: the kernel changes the gradients (it unscales them)
         ptrs = list(map(_ptr, grads))
         if ptrs == self.grad_ptrs and not self.grads_copied:
             return self.grad_table, ()
@@ -153,14 +154,15 @@ class _Plan:
         if not (self.contiguous and all(map(Tensor.is_contiguous, grads))):
             for i, (p, g) in enumerate(zip(self.params, grads)):
                 if g.stride() == p.stride(): continue
-                copies.append((None, torch.empty_like(p).copy_(g)))
+                copies.append((g if write_back else None,
+                               torch.empty_like(p).copy_(g)))
                 table_ptrs[i] = copies[-1][1].data_ptr()
         self.grads_copied = bool(copies)
         self.grads_aligned = _aligned(table_ptrs)
         self.grad_table = _to_device(table_ptrs, self.device)
         return self.grad_table, copies
 
-    def staged_tables(self, grads):
+    def staged_tables(self, grads, write_back=False):
         "Tables that route odd layouts through dense copies; and the copies."
         rows, grad_ptrs, copies = [list(r) for r in self.rows], [], []
         for i, (p, g) in enumerate(zip(self.params, grads)):
@@ -175,8 +177,9 @@ class _Plan:
                     copies.append((t, torch.empty_like(ref).copy_(t)))
                     rows[i][1 + j] = copies[-1][1].data_ptr()
             if g.stride() != ref.stride():
-                g = torch.empty_like(ref).copy_(g)
-                copies.append((None, g))
+                copy = torch.empty_like(ref).copy_(g)
+                copies.append((g if write_back else None, copy))
+                g = copy
             grad_ptrs.append(g.data_ptr())
         aligned = _aligned([x for r in rows for x in r[:5]] + grad_ptrs)
         table = _to_device([x for r in rows for x in r], self.device)
@@ -275,16 +278,20 @@ def _step_kernel():
     @helper
     def _update(p_ptr, g_ptr, a_ptr, b_ptr, c_ptr, e_ptr, mask, offsets, step,
                 lr, weight_decay, initial_lr, beta1, beta2, eps, momentum,
-                dampening, alpha, lr_decay, seed,
+                dampening, alpha, lr_decay, seed, grad_scale,
                 RULE: tl.constexpr, DTYPE: tl.constexpr, COMPUTE: tl.constexpr,
                 DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
                 MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
                 EMA: tl.constexpr, CENTERED: tl.constexpr,
                 AMSGRAD: tl.constexpr, KAHAN: tl.constexpr,
-                STOCHASTIC: tl.constexpr, BITS: tl.constexpr):
+                STOCHASTIC: tl.constexpr, BITS: tl.constexpr,
+                GRAD_SCALE: tl.constexpr):
         "One block's update; `mask` is None for a block inside its tensor."
-        # Maximize and weight decay, as the base does before the rule.
         g = tl.load(g_ptr, mask=mask).to(COMPUTE)
+        if GRAD_SCALE:  # AMP: unscaled as read, and kept unscaled, as torch's
+            g = _div(g, grad_scale)
+            tl.store(g_ptr, _round(g, DTYPE), mask=mask)
+        # Maximize and weight decay, as the base does before the rule.
         p = tl.load(p_ptr, mask=mask).to(COMPUTE)
         if MAXIMIZE:
             g = -g
@@ -370,7 +377,7 @@ def _step_kernel():
         tl.store(p_ptr, out, mask=mask)
 
     @triton.jit
-    def kernel(table, grad_table, block_tensor, lr_ptr, found_ptr,
+    def kernel(table, grad_table, block_tensor, lr_ptr, found_ptr, scale_ptr,
                lr_value: tl.float64,
                weight_decay: tl.float64, initial_lr: tl.float64,
                beta1: tl.float64, beta2: tl.float64, eps: tl.float64,
@@ -378,7 +385,7 @@ def _step_kernel():
                lr_decay: tl.float64, sr_seed,
                RULE: tl.constexpr, DTYPE: tl.constexpr, COMPUTE: tl.constexpr,
                STEP_DTYPE: tl.constexpr, LR_PTR: tl.constexpr,
-               FOUND: tl.constexpr,
+               FOUND: tl.constexpr, GRAD_SCALE: tl.constexpr,
                DECAY: tl.constexpr, MAXIMIZE: tl.constexpr,
                MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
                EMA: tl.constexpr,
@@ -413,20 +420,24 @@ def _step_kernel():
         momentum, dampening = zero + momentum, zero + dampening
         alpha, lr_decay = zero + alpha, zero + lr_decay
         seed = sr_seed + step.to(tl.int64) * 1000003 + i * 7919
+        grad_scale = zero.to(COMPUTE)  # GradScaler's scale, if it hands it over
+        if GRAD_SCALE:
+            grad_scale = tl.load(scale_ptr).to(COMPUTE)
 
         # Blocks inside a tensor go unmasked, so that loads can be vectorized.
         if (pid - first + 1) * BLOCK <= numel:
             _update(p_ptr, g_ptr, a_ptr, b_ptr, c_ptr, e_ptr, None, offsets,
                     step, lr, weight_decay, initial_lr, beta1, beta2, eps,
-                    momentum, dampening, alpha, lr_decay, seed, RULE, DTYPE,
-                    COMPUTE, DECAY, MAXIMIZE, MOMENTUM, NESTEROV, EMA, CENTERED,
-                    AMSGRAD, KAHAN, STOCHASTIC, BITS)
+                    momentum, dampening, alpha, lr_decay, seed, grad_scale,
+                    RULE, DTYPE, COMPUTE, DECAY, MAXIMIZE, MOMENTUM, NESTEROV,
+                    EMA, CENTERED, AMSGRAD, KAHAN, STOCHASTIC, BITS, GRAD_SCALE)
         else:
             _update(p_ptr, g_ptr, a_ptr, b_ptr, c_ptr, e_ptr, offsets < numel,
                     offsets, step, lr, weight_decay, initial_lr, beta1, beta2,
-                    eps, momentum, dampening, alpha, lr_decay, seed, RULE,
-                    DTYPE, COMPUTE, DECAY, MAXIMIZE, MOMENTUM, NESTEROV, EMA,
-                    CENTERED, AMSGRAD, KAHAN, STOCHASTIC, BITS)
+                    eps, momentum, dampening, alpha, lr_decay, seed,
+                    grad_scale, RULE, DTYPE, COMPUTE, DECAY, MAXIMIZE, MOMENTUM,
+                    NESTEROV, EMA, CENTERED, AMSGRAD, KAHAN, STOCHASTIC, BITS,
+                    GRAD_SCALE)
 
     _kernel = kernel
     return kernel
@@ -485,17 +496,21 @@ def _tl_dtype(dtype): return getattr(tl, str(dtype).removeprefix('torch.'))
 def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
                 weight_decay, decoupled, initial_lr, maximize,
                 compensation=None, stochastic_rounding=False,
-                sr_seed=0, found=None) -> None:
+                sr_seed=0, found=None, grad_scale=None) -> None:
     "One optimizer step of all `params` in one Triton launch, in place."
-    # found: a 0-d flag on the device; where it is 1, nothing is written
+    # found: a 0-d flag on the device; where it is 1, nothing is written.
+    # grad_scale: GradScaler's 0-d scale; each gradient is divided by it as it
+    # is read, and stored unscaled, as torch's fused kernels do
     if not params: return
     flags, numbers, state = _options(rule_name, hyper, buffers)
     plan = _plan_for(params, state, compensation, steps)
     if plan.n_blocks == 0: return  # only empty tensors
+    scaled = grad_scale is not None
     if plan.staged:
-        table, grad_table, copies, aligned = plan.staged_tables(grads)
+        table, grad_table, copies, aligned = plan.staged_tables(grads, scaled)
     else:
-        table, (grad_table, copies) = plan.table, plan.grads_table(grads)
+        table, (grad_table, copies) = plan.table, plan.grads_table(grads,
+                                                                   scaled)
         aligned = plan.aligned and plan.grads_aligned
     if plan.step_buffer is not None:
         plan.step_buffer.copy_(torch.stack([s.float() for s in steps]),
@@ -508,14 +523,14 @@ def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
     kernel = _step_kernel()  # also imports triton.language as tl
     kernel[(plan.n_blocks,)](
         table, grad_table, plan.block_tensor, lr if lr_on_device else table,
-        table if found is None else found,
+        table if found is None else found, grad_scale if scaled else table,
         0.0 if lr_on_device else float(lr), decay,
         float(lr if initial_lr is None else initial_lr) if mode == 3 else 1.0,
         sr_seed=int(sr_seed), **numbers, **flags,
         RULE=list(_RULES).index(rule_name), DTYPE=_tl_dtype(plan.dtype),
         COMPUTE=tl.float64 if plan.dtype == torch.float64 else tl.float32,
         STEP_DTYPE=_tl_dtype(plan.step_dtype), LR_PTR=lr_on_device,
-        FOUND=found is not None,
+        FOUND=found is not None, GRAD_SCALE=scaled,
         DECAY=mode, MAXIMIZE=bool(maximize), KAHAN=compensation is not None,
         STOCHASTIC=bool(stochastic_rounding) and low, BITS=tl.int16,
         ALIGNED=aligned, BLOCK=plan.block)
