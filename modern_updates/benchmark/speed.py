@@ -45,6 +45,17 @@ def _lion_pytorch(params):
     return Lion(params, lr=1e-4)
 
 
+def _reference_installed(name):
+    "Whether the optimizer's reference imports; Lion's, lion-pytorch, is not torch."
+    if OPTIMIZERS[name][3] is not None: return True
+    try: import lion_pytorch  # noqa: F401
+    except ImportError:
+        print(f'{name} skipped: its reference, lion-pytorch, is not installed '
+              '(pip install lion-pytorch)')
+        return False
+    return True
+
+
 class _Clipped:
     "torch's `clip_grad_norm_`, then the optimizer's step: a training loop's clipping."
     def __init__(self, opt, max_norm=1.0): self.opt, self.max_norm = opt, max_norm
@@ -154,8 +165,9 @@ def run(device='cpu', quick=False, shapes=None, names=None, steps=3, rounds=3):
     "Time every optimizer against torch's best and the memory roof; a list of rows."
     device = torch.device(device)
     bandwidth, rows = copy_bandwidth(device), []
+    names = names or [name for name in OPTIMIZERS if _reference_installed(name)]
     for shape in shapes or default_shapes(device, quick):
-        for name in names or OPTIMIZERS:
+        for name in names:
             ours, kwargs, ref_name, make_ref, bytes_per_param = OPTIMIZERS[name]
             make_ref = make_ref or _lion_pytorch
             makers = [lambda ps: ours(ps, **kwargs),
