@@ -412,6 +412,12 @@ def test_grad_scaler_hands_its_scale_to_our_kernels_as_to_torchs(ours, theirs, c
     assert_all_close(history[3][0], history[2][0], exact=True)  # skipped: by the scaler, not counted as ours
     assert opt.skipped_steps == 0
     assert all(int(s['step']) == 7 for s in opt.state.values())
+    # a user's unscale_ and clip_grad_norm_ first: the scaler then hands over its flag alone
+    _, history = scaled_history(lambda ps: ours(ps, **config), clip_first=True)
+    _, reference = scaled_history(lambda ps: theirs(ps, fused=True, **config), clip_first=True)
+    for (params, _, scale), (ref_params, _, ref_scale) in zip(history, reference):
+        assert_all_close(params, ref_params, exact=True)
+        assert scale == ref_scale
 
 
 @pytest.mark.parametrize('ours,theirs,config', AMP_FUSED, ids=lambda x: getattr(x, '__name__', ''))
