@@ -457,6 +457,23 @@ def test_a_handed_scale_and_flag_work_on_every_path(case, path):
                          [p.grad for p in plain if p.grad is not None], exact=True)
 
 
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_a_scale_alone_is_divided_out_and_our_check_still_runs(case):
+    "`grad_scale` set without `found_inf`: the gradients are unscaled, then the default check raises on a nan as ever."
+    config = case.configs[-1]
+    scaled, plain = make_params(), make_params()
+    opt = case.ours(param_groups(scaled, config['lr']), **config)
+    reference = case.ours(param_groups(plain, config['lr']), **config)
+    compute_grads(scaled, 0), compute_grads(plain, 0)
+    for p in scaled: p.grad.mul_(1024.0)
+    opt.grad_scale = torch.tensor(1024.0)
+    opt.step(), reference.step()
+    assert_all_close(detached(scaled), detached(plain))
+    assert_all_close([p.grad for p in scaled], [p.grad for p in plain], exact=True)
+    scaled[1].grad[0] = float('nan')
+    with pytest.raises(RuntimeError, match='has nan or inf values'):
+        opt.step()
+
 def test_nonfinite_ignore_steps_as_torch_does():
     ours, theirs = make_params(), make_params()
     nan_step(Adam(ours, lr=0.01, nonfinite='ignore'), ours, 0)
