@@ -239,8 +239,15 @@ def _with_grads(params):
             [g for g in grads if g is not None])
 
 
+def _all_of(work):
+    "Every group's parameters and gradients, as two flat lists."
+    return ([p for *_, ps, _ in work for p in ps],
+            [g for *_, gs in work for g in gs])
+
+
 def _same(a, b):
-    "Whether two lists hold the very same tensors, in the same order."
+    "Whether two lists hold the very same tensors, in order (or are both None)."
+    if a is None or b is None: return a is b
     return len(a) == len(b) and all(map(is_, a, b))
 
 
@@ -250,11 +257,16 @@ def _capturing(params):
         torch.cuda.is_current_stream_capturing())
 
 
+def _values_by_device(tensors):
+    "The values of tensors (of a sparse one, its stored values; complex, real)."
+    values = [t._values() if t.is_sparse else _real(t) for t in tensors]
+    return _by_device_and_dtype(values).items()  # (device, dtype): values
+
+
 def _nonfinite_flags(tensors):
     "One 0-d float32 flag per (device, dtype): 1 if a value is nan or inf."
-    values = [t._values() if t.is_sparse else _real(t) for t in tensors]
     flags = []
-    for (device, _), group in _by_device_and_dtype(values).items():
+    for (device, _), group in _values_by_device(tensors):
         flag = torch.zeros((), dtype=torch.float32, device=device)
         one = torch.ones((), dtype=torch.float32, device=device)
         torch._amp_foreach_non_finite_check_and_unscale_(group, flag, one)
@@ -272,8 +284,7 @@ def _has_nonfinite(tensors):
 def _unscale_(grads, scale):
     "Gradients divided by GradScaler's scale in place, as its `unscale_` does."
     inverse = scale.double().reciprocal().float()  # it multiplies by 1/scale
-    values = [g._values() if g.is_sparse else g for g in grads]
-    for (device, _), group in _by_device_and_dtype(values).items():
+    for (device, _), group in _values_by_device(grads):
         torch._foreach_mul_(group, inverse.to(device))
 
 
@@ -472,7 +483,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             ready, scale = self._amp_ready(work, scale, amp_found)
         else:
             if scale is not None:  # a scale alone: unscale, then check as ever
-                _unscale_([g for *_, gs in work for g in gs], scale)
+                _unscale_(_all_of(work)[1], scale)
                 scale = None
             ready = self._gradients_ready(work)
         if ready is not False:  # True, or a flag that skips on the device
@@ -502,16 +513,14 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         max_norm, max_value = (self.param_groups[0][k] for k in (
             'max_grad_norm', 'max_grad_value'))
         if max_norm is None and max_value is None: return found, scale
-        params = [p for *_, ps, _ in work for p in ps]
-        grads = [g for *_, gs in work for g in gs]
+        params, grads = _all_of(work)
         if scale is not None: _unscale_(grads, scale)  # as GradScaler.unscale_
         _clip_unless(found, params, grads, max_norm, max_value)
         return found, None
 
     def _init_group(self, group, index):
         "Plan the group's step; torch.compile runs this eagerly, untraced."
-        params = [p for p in group['params'] if p.grad is not None]
-        self._plan(index, group, params)
+        self._plan(index, group, _with_grads(group['params'])[0])
 
     def _gradients_ready(self, work):
         "Check the gradients for nan and inf, then clip; False: skip the step."
@@ -519,9 +528,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             'nonfinite', 'max_grad_norm', 'max_grad_value'))
         if mode == 'ignore' and max_norm is None and max_value is None:
             return True
-        params = [p for *_, ps, _ in work for p in ps]
-        grads = [g for *_, gs in work for g in gs]
-        if mode == 'skip' and self._skips_on_device(params):
+        params, grads = _all_of(work)
+        if mode == 'skip' and self._skips_on_device(params, grads):
             return self._skip_on_device(grads, max_norm, max_value, params)
         if mode != 'ignore' and _capturing(params): self._refuse_capture(mode)
         # A nan or inf gradient makes the norm nan or inf, so with max_grad_norm
@@ -542,12 +550,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             for group in self.param_groups: group['skipped_steps'] += 1
         return not found
 
-    def _skips_on_device(self, params):
+    def _skips_on_device(self, params, grads):
         "Whether `nonfinite='skip'` can skip without the host (capturable)."
         return (bool(params) and not torch.compiler.is_compiling()
                 and all(g['capturable'] for g in self.param_groups)
                 and len({p.device for p in params}) == 1
-                and not any(p.grad.is_sparse for p in params))
+                and not any(g.is_sparse for g in grads))
 
     def _skip_on_device(self, grads, max_norm, max_value, params):
         "Clip, and return a device flag that is 1 if a gradient is nan or inf."

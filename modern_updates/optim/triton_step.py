@@ -16,6 +16,8 @@ from operator import attrgetter, is_, or_
 import torch
 from torch import Tensor
 
+from .base import _same  # lists of the very same tensors
+
 # %% ../../nbs/91_triton_step.ipynb #1caf6c7d
 _FLOATS = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
 _triton_found = None
@@ -52,12 +54,6 @@ def triton_step_available(params) -> bool:
 _BLOCK = 1024  # elements per program
 # A table row: param, 3 state buffers, compensation, step, numel, first block.
 _ptr = Tensor.data_ptr
-
-
-def _same(a, b):
-    "Whether two lists hold the very same tensors (or are both None)."
-    if a is None or b is None: return a is b
-    return len(a) == len(b) and all(map(is_, a, b))
 
 
 def _dense(t):
