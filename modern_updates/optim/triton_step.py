@@ -9,7 +9,7 @@ __all__ = ['triton_step_available', 'triton_step', 'bench_triton_step']
 import os
 import weakref
 from array import array
-from functools import reduce
+from functools import partial, reduce
 from itertools import accumulate
 from operator import attrgetter, is_, or_
 
@@ -470,19 +470,29 @@ def _options(rule_name, hyper, buffers):
     return flags, numbers, state + [None] * (3 - len(state))
 
 # %% ../../nbs/91_triton_step.ipynb #2dee95fa
-_plans = weakref.WeakKeyDictionary()  # steps[0] -> the plan of its list
+# id(steps[0]) -> (a weak reference to steps[0], the plan of its list). Not a
+# WeakKeyDictionary: its lookup compares tensors with ==, and bool() of that
+# waits for the GPU (and fails inside a CUDA graph capture).
+_plans = {}
+
+
+def _forget(plans, key, ref):
+    "Drop the plan of a list whose first step tensor has died."
+    if plans.get(key, (None,))[0] is ref: del plans[key]
 
 
 def _plan_for(params, state, compensation, steps):
     "The cached plan for these tensors, or a new one when any of them changed."
-    plan = _plans.get(steps[0])
-    if plan is None or not plan.matches(params, state, compensation, steps):
+    key = id(steps[0])
+    held, plan = _plans.get(key, (None, None))
+    if held is None or held() is not steps[0] or not plan.matches(
+            params, state, compensation, steps):
         kinds = {(p.device, p.dtype) for p in params}
         if len(kinds) > 1:
             raise ValueError('triton_step: one call takes one device and dtype'
                              f', got {sorted(map(str, kinds))}')
         plan = _Plan(params, state, compensation, list(steps))
-        _plans[steps[0]] = plan
+        _plans[key] = weakref.ref(steps[0], partial(_forget, _plans, key)), plan
     return plan
 
 
