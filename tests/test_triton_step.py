@@ -1,18 +1,21 @@
 """The one-launch Triton step agrees with the per-tensor rules, for every optimizer and option.
 
 Without a GPU the kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1, set below before triton is imported);
-with TRITON_INTERPRET=0 and a GPU the same tests run the compiled kernel on CUDA. Tensors are small: the interpreter is
-slow. The whole file is skipped when triton does not import.
+with a GPU the same tests run the compiled kernel on CUDA, unless TRITON_INTERPRET=1 asks for the interpreter. Only
+then is the variable set: on a GPU, setting it here would turn the Triton path off for every test collected after this
+file. Tensors are small: the interpreter is slow. The whole file is skipped when triton does not import.
 """
 import os
 
-os.environ.setdefault('TRITON_INTERPRET', '1')
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 try:
     import triton  # noqa: F401,E402
@@ -186,23 +189,32 @@ def test_noncontiguous_and_transposed_params_and_state():
 def state_of(state, i): return {k: v[i] for k, v in state.items()}
 
 
-def test_table_is_cached_and_rebuilt_when_storage_moves():
+def test_table_is_cached_and_rebuilt_when_storage_moves(monkeypatch):
     p = [torch.randn(10, device=DEVICE), torch.randn(3, device=DEVICE)]
     state = {'exp_avg': [torch.zeros_like(x) for x in p]}
     steps = [torch.zeros((), device=DEVICE) for _ in p]
     call = lambda grads: ts.triton_step('lion_direction', p, grads, state, dict(betas=(0.9, 0.99)), lr=0.1,
                                         steps=steps, weight_decay=0.0, decoupled=True, initial_lr=0.1,
                                         maximize=False)
+    plan_of = lambda: ts._plans[id(steps[0])][1]
     call([torch.ones_like(x) for x in p])
-    plan = ts._plans[steps[0]]
+    plan = plan_of()
     table = plan.table
+    # Finding the plan compares no tensors: bool(a == b) would wait for the GPU, and fail in a graph capture
+    compared = []
+    monkeypatch.setattr(torch.Tensor, '__eq__', lambda a, b: compared.append((a, b)) or torch.eq(a, b))
     call([torch.ones_like(x) for x in p])            # fresh grads: same plan, same table
-    assert ts._plans[steps[0]] is plan and plan.table is table
+    monkeypatch.undo()
+    assert not compared
+    assert plan_of() is plan and plan.table is table
     p[0].data = p[0].data.clone()                    # storage moved: the table must follow
     before = p[0].clone()
     call([torch.ones_like(x) for x in p])
-    assert ts._plans[steps[0]] is not plan
+    assert plan_of() is not plan
     torch.testing.assert_close(p[0], before - 0.1)   # sign(+) steps by lr
+    key = id(steps[0])
+    del steps[0]                                     # the list's first step tensor dies: its plan goes with it
+    assert key not in ts._plans
 
 
 def test_kahan_compensation_matches_its_formula_and_tracks_fp32():
@@ -420,7 +432,8 @@ def test_grad_scaler_takes_its_fast_path_with_the_triton_step(monkeypatch):
         assert not plain._step_supports_amp_scaling and len(calls) == 5
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(x.grad, y.grad, rtol=1e-5, atol=1e-6)  # unscaled, at close points
+            # unscaled, at points that differ by rounding: cos(3x)'s slope makes that up to 45 times larger
+            torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_module_imports_without_triton_being_imported():
