@@ -28,10 +28,12 @@ def make_model():
 
 def wrap(model, how):
     if how == 'ddp': return torch.nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh('cpu', (WORLD,))  # without it, a machine with a GPU shards onto CUDA
     for layer in model:
-        if isinstance(layer, torch.nn.Linear): fully_shard(layer)
-    return fully_shard(model)
+        if isinstance(layer, torch.nn.Linear): fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
 
 
 def train(model, opt, steps, start=0):
@@ -119,3 +121,28 @@ if __name__ == '__main__':
     out = tempfile.mktemp()
     mp.spawn(worker, args=(free_port(), out), nprocs=WORLD, join=True)
     for k, v in torch.load(out).items(): print(k, v)
+
+
+class _Sharded(torch.Tensor):
+    "Stands in for a DTensor: a tensor subclass, whose foreach ops may lack a sharding rule."
+
+
+@pytest.mark.parametrize('case', [c for c in CASES if c.name in ('Adam', 'AdamW')], ids=lambda c: c.name)
+def test_a_foreach_op_that_dtensor_lacks_runs_tensor_by_tensor(case, monkeypatch):
+    """torch 2.11's DTensor has no sharding rule for `_foreach_maximum` (AMSGrad's): under FSDP2 the step raised
+    NotImplementedError. On tensors that are not plain, such an op falls back to its one-tensor twin."""
+    def _foreach_maximum(tensors, *args, **kw):  # torch 2.11 on DTensors
+        if type(tensors[0]) is _Sharded: raise NotImplementedError('no sharding strategy registered')
+        return original(tensors, *args, **kw)
+    original = torch._foreach_maximum
+    monkeypatch.setattr(torch, '_foreach_maximum', _foreach_maximum)
+    torch.manual_seed(0)
+    plain = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
+    sharded = [torch.Tensor._make_subclass(_Sharded, p.detach().clone(), True) for p in plain]
+    config = dict(lr=0.01, amsgrad=True, weight_decay=0.1, foreach=True)
+    for params in (plain, sharded):
+        opt = case.ours(params, **config)
+        for t in range(3):
+            for p in params: p.grad = torch.full_like(p, 0.1 * (t + 1)).as_subclass(type(p))
+            opt.step()
+    for a, b in zip(plain, sharded): torch.testing.assert_close(a.detach(), b.detach().as_subclass(torch.Tensor))

@@ -22,7 +22,24 @@ def test_isinstance_of_torch_classes():
     assert list(RMSNorm(4).state_dict()) == ['weight'] and RMSNorm(4).eps is None
     assert list(BatchNorm2d(3).state_dict()) == list(nn.BatchNorm2d(3).state_dict())
     assert repr(BatchNorm1d(3, momentum=None)) == repr(nn.BatchNorm1d(3, momentum=None))
-    assert BatchNorm1d(3, bias=False).bias is None and list(BatchNorm1d(3, bias=False).state_dict()) == list(nn.BatchNorm1d(3, bias=False).state_dict())
+    assert BatchNorm1d(3, bias=False).bias is None
+
+
+@pytest.mark.parametrize('torch_takes_bias', [True, False], ids=['bias-keyword', 'torch-2.11'])
+def test_batchnorm_without_bias_on_every_torch(torch_takes_bias, monkeypatch):
+    "bias=False drops the bias whether or not torch's BatchNorm takes the keyword (torch 2.11 does not)."
+    import modern_updates.norm.batchnorm as batchnorm
+    if torch_takes_bias and not batchnorm._TORCH_TAKES_BIAS: pytest.skip("this torch's BatchNorm has no bias keyword")
+    monkeypatch.setattr(batchnorm, '_TORCH_TAKES_BIAS', torch_takes_bias)
+    layer = BatchNorm1d(3, bias=False)
+    assert layer.bias is None and layer.weight.shape == (3,)
+    assert list(layer.state_dict()) == ['weight', 'running_mean', 'running_var', 'num_batches_tracked']
+    with torch.no_grad(): layer.weight.fill_(2.0)
+    layer.reset_parameters()  # torch 2.11's own reset would call zeros_(None)
+    assert torch.equal(layer.weight, torch.ones(3)) and layer.num_batches_tracked == 0
+    x = torch.randn(8, 3)
+    torch.testing.assert_close(layer(x), nn.functional.batch_norm(x, None, None, layer.weight, None, True))
+    assert BatchNorm1d(3, affine=False, bias=False).weight is None
 
 
 def test_update_bn_recomputes_the_running_statistics():

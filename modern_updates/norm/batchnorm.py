@@ -6,6 +6,8 @@
 __all__ = ['compute_dtype', 'is_positive_int', 'check_floating', 'batch_norm', 'BatchNorm', 'BatchNorm1d', 'BatchNorm2d']
 
 # %% ../../nbs/08_batchnorm.ipynb #dd9cea73
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,6 +62,10 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, use_batch_stats,
     return z.to(x.dtype)
 
 # %% ../../nbs/08_batchnorm.ipynb #90e1b771
+_TORCH_TAKES_BIAS = 'bias' in inspect.signature(
+    nn.modules.batchnorm._NormBase.__init__).parameters
+
+
 class BatchNorm:
     "The computation of `BatchNorm1d` and `BatchNorm2d`: over all but dim 1."
     accepted_ndims = (2, 3, 4, 5)
@@ -74,8 +80,17 @@ class BatchNorm:
             momentum=(momentum, none_or(in_interval(0, 1))),
             affine=(affine, is_flag), bias=(bias, is_flag),
             track_running_stats=(track_running_stats, is_flag))
+        # torch 2.11 has no bias keyword: there, drop the bias as newer torch does
+        keyword = dict(bias=bias) if _TORCH_TAKES_BIAS else {}
         super().__init__(num_features, eps, momentum, affine,
-                         track_running_stats, device, dtype, bias=bias)
+                         track_running_stats, device, dtype, **keyword)
+        if affine and not bias: self.register_parameter('bias', None)
+
+    def reset_parameters(self):
+        "torch's reset, which skips a dropped bias on every torch version."
+        self.reset_running_stats()
+        if self.weight is not None: nn.init.ones_(self.weight)
+        if self.bias is not None: nn.init.zeros_(self.bias)
 
     def check_input(self, x):
         "Raise a clear error for an input this layer cannot normalise."
