@@ -29,6 +29,28 @@ def _operands(args, n):
             else [a] * n if isinstance(a, Tensor) else a for a in args]
 
 
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _foreach(op, tensors, args, kw):
+    "torch's `op` on the lists; tensor by tensor where a DTensor has no rule."
+    if not tensors or type(tensors[0]) in _PLAIN: return op(tensors, *args, **kw)
+    try: return op(tensors, *args, **kw)
+    except NotImplementedError:  # torch 2.11's DTensor: no _foreach_maximum
+        return _one_at_a_time(op, tensors, args, kw)
+
+
+def _one_at_a_time(op, tensors, args, kw):
+    "A `torch._foreach_*` op as a loop over its one-tensor twin."
+    name = op.__name__.removeprefix('_foreach_')
+    rows = zip(tensors, *(a if isinstance(a, list) else repeat(a) for a in args))
+    if not name.endswith('_'):
+        return [getattr(torch, name)(*row, **kw) for row in rows]
+    for t, *rest in rows:  # in place; maximum has no in-place method
+        if hasattr(t, name): getattr(t, name)(*rest, **kw)
+        else: t.copy_(getattr(torch, name[:-1])(t, *rest, **kw))
+
+
 class TensorList:
     "A list of tensors with the arithmetic of one tensor (`torch._foreach_*`)."
     __slots__ = ('tensors',)
@@ -41,7 +63,8 @@ class TensorList:
 
     # Out of place: return a new TensorList.
     def _new(self, op, *args, **kw):
-        return TensorList(op(self.tensors, *_operands(args, len(self)), **kw))
+        return TensorList(_foreach(op, self.tensors,
+                                   _operands(args, len(self)), kw))
     def __neg__(self): return self._new(torch._foreach_neg)
     def __add__(self, other): return self._new(torch._foreach_add, other)
     def __sub__(self, other): return self._new(torch._foreach_sub, other)
@@ -74,15 +97,14 @@ class TensorList:
 
     # In place: update the tensors and return self, as torch's `x.mul_(2)` does.
     def _inplace(self, op, *args, **kw):
-        op(self.tensors, *_operands(args, len(self)), **kw)
+        _foreach(op, self.tensors, _operands(args, len(self)), kw)
         return self
     def mul_(self, other): return self._inplace(torch._foreach_mul_, other)
     def div_(self, other): return self._inplace(torch._foreach_div_, other)
     def sqrt_(self): return self._inplace(torch._foreach_sqrt_)
     def sign_(self): return self._inplace(torch._foreach_sign_)
     def copy_(self, src):
-        plain = (Tensor, torch.nn.Parameter)
-        if not all(type(t) in plain for t in self.tensors):  # a DTensor
+        if not all(type(t) in _PLAIN for t in self.tensors):  # a DTensor
             for t, s in zip(self.tensors, src.tensors): t.copy_(s)
             return self
         return self._inplace(torch._foreach_copy_, src)
@@ -672,13 +694,15 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "What keeps torch's fused kernels from the group's update, or None."
         if self.rule.__name__ not in _TORCH_FUSED:
             return f'torch has no fused kernel for {self.rule.__name__}'
-        devices = {p.device.type for p in params} - {'cpu', 'cuda'}
-        if devices: return f'torch has no fused kernel on {sorted(devices)}'
+        _, _, lacks, devices = _TORCH_FUSED[self.rule.__name__]
+        if others := {p.device.type for p in params} - devices:
+            return (f'torch has no fused kernel for {self.rule.__name__} on '
+                    f'{sorted(others)}')
         kinds = {type(p).__name__ for p in params
                  if type(p) not in (Tensor, torch.nn.Parameter)}
         if kinds:
             return f"torch's fused kernels take plain tensors, not {kinds}"
-        for flag in _TORCH_FUSED[self.rule.__name__][2]:
+        for flag in lacks:
             if group[flag]:
                 return f"torch's fused kernel has no {flag}={group[flag]!r}"
 
@@ -778,7 +802,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 maximize=group['maximize'], compensation=compensation,
                 stochastic_rounding=group['stochastic_rounding'], found=found,
                 grad_scale=scale)
-        kernel, decouples, _ = _TORCH_FUSED[self.rule.__name__]
+        kernel, decouples, *_ = _TORCH_FUSED[self.rule.__name__]
         if mode and decay != 0 and not (mode is True and decouples):
             factor = self._decay_factor(group, lr)
             if found is not None:  # a skipped step keeps θ: exactly 1
@@ -821,8 +845,17 @@ def _fused_adam(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
            maximize=maximize, found_inf=found_inf, grad_scale=grad_scale)
 
 
+def _kernel_devices(op):
+    "The devices torch's fused kernel `op` runs on (torch 2.11 has no CUDA Adagrad)."
+    has = getattr(torch._C, '_dispatch_has_kernel_for_dispatch_key', None)
+    on_cuda = has is None or has(f'aten::{op}', 'CUDA')
+    return {'cpu', 'cuda'} if on_cuda else {'cpu'}
+
+
 # rule -> (torch's fused kernel, whether it decouples weight decay itself,
-#          the options it lacks)
-_TORCH_FUSED = {'sgd_direction': (_fused_sgd, False, ('ema',)),
-                'adagrad_direction': (_fused_adagrad, False, ()),
-                'adam_direction': (_fused_adam, True, ())}
+#          the options it lacks, the devices it runs on)
+_TORCH_FUSED = {
+    'sgd_direction': (_fused_sgd, False, ('ema',), _kernel_devices('_fused_sgd_')),
+    'adagrad_direction': (_fused_adagrad, False, (),
+                          _kernel_devices('_fused_adagrad_')),
+    'adam_direction': (_fused_adam, True, (), _kernel_devices('_fused_adam_'))}
