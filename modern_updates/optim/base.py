@@ -117,8 +117,10 @@ class TensorList:
     def maximum_(self, other):
         return self._inplace(torch._foreach_maximum_, other)
     def clamp_(self, min=None, max=None):
-        if min is not None: torch._foreach_clamp_min_(self.tensors, min)
-        if max is not None: torch._foreach_clamp_max_(self.tensors, max)
+        if min is not None:
+            _foreach(torch._foreach_clamp_min_, self.tensors, [min], {})
+        if max is not None:
+            _foreach(torch._foreach_clamp_max_, self.tensors, [max], {})
         return self
     def add_(self, other, alpha=1):
         if isinstance(other, _Quotient) and other.unread():
@@ -154,7 +156,8 @@ class _Quotient(TensorList):
     @property
     def tensors(self):
         if self.unread():
-            self._tensors = torch._foreach_div(*(p.tensors for p in self.parts))
+            a, b = self.parts
+            self._tensors = _foreach(torch._foreach_div, a.tensors, [b.tensors], {})
         return self._tensors
 
 
