@@ -25,10 +25,13 @@ def _by_device_and_dtype(tensors):
     return groups
 
 
+_PLAIN = (Tensor, torch.nn.Parameter)  # not a subclass such as a DTensor
+
+
 def _use_foreach(foreach, device, tensors):
     "Whether to use the `torch._foreach_*` kernels, with torch's rule for `foreach=None`."
     supported = device.type in ('cpu', 'cuda')
-    if foreach is None: return supported and all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
+    if foreach is None: return supported and all(type(t) in _PLAIN for t in tensors)
     if foreach and not supported: raise RuntimeError(f"foreach=True was passed, but can't use the foreach API on {device.type} tensors")
     return foreach
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..clip import (
-    _by_device_and_dtype, _scale_to_norm_, _total_norm, clip_grad_value_)
+    _PLAIN, _by_device_and_dtype, _scale_to_norm_, _total_norm, clip_grad_value_)
 
 # %% ../../nbs/00_optimizer_base.ipynb #8f1c9f40
 def _operands(args, n):
@@ -27,9 +27,6 @@ def _operands(args, n):
     # overloads trace, where `_foreach_add_(list, tensor)` breaks the graph
     return [a.tensors if isinstance(a, TensorList)
             else [a] * n if isinstance(a, Tensor) else a for a in args]
-
-
-_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _foreach(op, tensors, args, kw):
@@ -701,8 +698,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if others := {p.device.type for p in params} - devices:
             return (f'torch has no fused kernel for {self.rule.__name__} on '
                     f'{sorted(others)}')
-        kinds = {type(p).__name__ for p in params
-                 if type(p) not in (Tensor, torch.nn.Parameter)}
+        kinds = {type(p).__name__ for p in params if type(p) not in _PLAIN}
         if kinds:
             return f"torch's fused kernels take plain tensors, not {kinds}"
         for flag in lacks:
