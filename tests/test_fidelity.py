@@ -57,8 +57,8 @@ def test_torchs_fused_kernels_are_taken_only_where_this_torch_has_them(monkeypat
     import modern_updates.optim.base as base
     from modern_updates.optim import Adagrad
     has = torch._C._dispatch_has_kernel_for_dispatch_key
+    op = {'sgd_direction': '_fused_sgd_', 'adagrad_direction': '_fused_adagrad_', 'adam_direction': '_fused_adam_'}
     for rule, entry in base._TORCH_FUSED.items():
-        op = {'sgd_direction': '_fused_sgd_', 'adagrad_direction': '_fused_adagrad_', 'adam_direction': '_fused_adam_'}
         assert ('cuda' in entry[3]) == has(f'aten::{op[rule]}', 'CUDA') and 'cpu' in entry[3]
     params = make_params()
     opt = Adagrad(params, lr=0.1)

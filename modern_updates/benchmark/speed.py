@@ -103,16 +103,19 @@ def copy_bandwidth(device, numel=2 ** 26, repeats=5):
     return 2 * 4 * numel / best
 
 
+def _gradients(count, numel, device, gen):
+    "Small random gradients, drawn from `gen`: a failed graph capture can leave the default generator unusable."
+    return [torch.randn(numel, device=device, generator=gen) * 1e-3 for _ in range(count)]
+
+
 class _Setup:
     "Parameters, two pools of gradients and an optimizer over them."
     def __init__(self, make, shape, device):
         count, numel = shape
         self.params = [torch.zeros(numel, device=device, requires_grad=True)
                        for _ in range(count)]
-        # a generator of its own: a failed graph capture can leave the default one unusable
         gen = torch.Generator(device).manual_seed(0)
-        self.pools = [[torch.randn(numel, device=device, generator=gen) * 1e-3
-                       for _ in range(count)] for _ in range(2)]
+        self.pools = [_gradients(count, numel, device, gen) for _ in range(2)]
         self.opt, self.turn = make(self.params), 0
         for _ in range(2): self.step(replace=True)  # state and warm-up
 
@@ -147,8 +150,8 @@ def time_captured(name, shape, device, steps=3, rounds=3):
     ours, kwargs = OPTIMIZERS[name][:2]
     count, numel = shape
     params = [torch.zeros(numel, device=device, requires_grad=True) for _ in range(count)]
-    gen = torch.Generator(device).manual_seed(0)
-    for p in params: p.grad = torch.randn(numel, device=device, generator=gen) * 1e-3  # the graph reads these
+    grads = _gradients(count, numel, device, torch.Generator(device).manual_seed(0))
+    for p, g in zip(params, grads): p.grad = g  # the graph reads these
     lr = torch.tensor(kwargs['lr'], device=device)
     opt = ours(params, **kwargs | dict(lr=lr, capturable=True, nonfinite='ignore'))
     side = torch.cuda.Stream(device)
