@@ -1,11 +1,15 @@
 """The Triton step's launch shape on a GPU: time `triton_step` alone (gradients kept) for each BLOCK and
-num_warps, at the benchmark's full shapes, as a fraction of the copy-bandwidth roof. Prints a table; the
-kernel's default is BLOCK=1024 with Triton's default of 4 warps. A maintainer's tool, for a CUDA machine."""
-import sys, torch
+num_warps, at the benchmark's full shapes, as a fraction of the copy-bandwidth roof. Prints a table and writes
+it to --out (appendix D reads nbs/results/tune_cuda.json); the kernel's default is BLOCK=1024 with Triton's
+default of 4 warps. A maintainer's tool, for a CUDA machine."""
+import argparse, datetime, json
+from pathlib import Path
+
+import torch
+import triton
 from modern_updates.optim import triton_step as ts
 from modern_updates.benchmark.speed import SHAPES, copy_bandwidth
 
-RULES = sys.argv[1:] or ['adam_direction', 'sgd_direction']
 CONFIGS = [(1024, 4), (1024, 8), (2048, 4), (2048, 8), (4096, 8), (4096, 16)]
 make_kernel, plan_defaults = ts._step_kernel, ts._Plan.__init__.__defaults__
 
@@ -29,10 +33,24 @@ def fraction(rule, shape, block, warps, bandwidth):
     return result['bytes'] / bandwidth / (result['ms'] / 1e3)
 
 
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument('--rules', nargs='+', default=['adam_direction', 'sgd_direction'])
+parser.add_argument('--out', default='gpu-results/tune_cuda.json')
+args = parser.parse_args()
 bandwidth = copy_bandwidth(torch.device('cuda'))
+names = [f'{b}/{w}' for b, w in CONFIGS]  # elements per block / warps
 print(f'{torch.cuda.get_device_name()}: copy bandwidth {bandwidth / 1e12:.2f} TB/s')
-print(f"{'rule':<18} {'shape':>12} " + ' '.join(f'{b}/{w}'.rjust(8) for b, w in CONFIGS))
-for rule in RULES:
+print(f"{'rule':<18} {'shape':>12} " + ' '.join(n.rjust(8) for n in names))
+rows = []
+for rule in args.rules:
     for shape in SHAPES['full']:
         cells = [fraction(rule, shape, b, w, bandwidth) for b, w in CONFIGS]
+        rows.append(dict(rule=rule, shape=list(shape), roof_fraction=dict(zip(names, cells))))
         print(f"{rule:<18} {'{}x{}'.format(*shape):>12} " + ' '.join(f'{c:8.2f}' for c in cells), flush=True)
+out = Path(args.out)
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text(json.dumps(dict(
+    device_name=torch.cuda.get_device_name(), date=datetime.date.today().isoformat(),
+    torch=torch.__version__, triton=triton.__version__, copy_bandwidth_gb_s=bandwidth / 1e9,
+    default='1024/4', rows=rows), indent=1) + '\n')
+print(f'wrote {out}')
