@@ -524,3 +524,71 @@ def test_hyperparameter_messages_name_the_value(case):
     opt.param_groups[0]['lr'] = torch.tensor([0.01])        # and a scheduler's bad value is caught at the step
     with pytest.raises(ValueError, match=r'invalid lr=tensor\(\[0.0100\]\)'):
         opt.step()
+
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_a_value_changed_between_steps_is_checked_again(case):
+    """A step checks again only the values that changed since they passed: a new object, or one that can change in
+    place (a tensor, a list). Every way of changing a value to a bad one must still be caught at the next step."""
+    config = case.configs[-1]
+    changes = [  # (how a value is changed after a step, what the message names)
+        (lambda g: g.update(lr=-0.5), 'lr=-0.5'),
+        (lambda g: g.update(lr=float('nan')), 'lr=nan'),
+        (lambda g: g.update(weight_decay=-1.0), 'weight_decay=-1.0'),
+        (lambda g: g.update(nonfinite='drop'), "nonfinite='drop'"),
+        (lambda g: g['lr'].fill_(-1.0), r'lr=tensor\(-1.\)'),  # a tensor lr, changed in place
+    ]
+    if 'betas' in config:
+        changes += [(lambda g: g.update(betas=(0.9, 1.5)), r'betas=\(0.9, 1.5\)'),
+                    (lambda g: g['betas'].__setitem__(1, 2.0), r'betas=\[.*, 2.0\]')]  # a list, in place
+    if 'momentum' in config:
+        changes.append((lambda g: g.update(momentum=-0.5), 'momentum=-0.5'))
+    for change, message in changes:
+        params = make_params()
+        opt = case.ours(params, **config | dict(lr=torch.tensor(0.01)))
+        if 'betas' in config: opt.param_groups[0]['betas'] = list(config['betas'])
+        for t in range(2):  # the second step is the one whose values passed
+            compute_grads(params, t)
+            opt.step()
+        before = detached(params)
+        change(opt.param_groups[0])
+        with pytest.raises(ValueError, match=message):
+            opt.step()
+        assert_all_close(detached(params), before, exact=True)  # refused before anything moved
+
+
+# ---- step hooks and the profiler ----
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_step_hooks_and_the_profiler_see_the_step_as_torchs(case):
+    """The step skips torch's wrapper while no hook or profiler needs it (it costs about 25 µs a step). With one, the
+    hooks run as torch.optim's do, a pre-hook may replace the step's arguments, and a profiler sees the step's label."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    assert type(case.ours(make_params())).step is type(case.ours(make_params())).step  # torch wraps it no further
+
+    def trace(make):
+        params, calls = make_params(), []
+        opt = make(params)
+        closure = lambda: calls.append('closure') or torch.tensor(1.0)
+        handles = [
+            register_optimizer_step_pre_hook(lambda o, args, kw: calls.append(('global pre', len(args)))),
+            opt.register_step_pre_hook(lambda o, args, kw: calls.append('pre') or ((o, closure), {})),
+            opt.register_step_post_hook(lambda o, args, kw: calls.append(('post', args[1] is closure))),
+            register_optimizer_step_post_hook(lambda o, args, kw: calls.append('global post'))]
+        compute_grads(params, 0)
+        loss = opt.step()  # the pre-hook hands it a closure
+        for handle in handles: handle.remove()
+        calls.append(float(loss))
+        compute_grads(params, 1)
+        opt.step()         # no hooks left: nothing more is recorded
+        return calls, detached(params)
+    config = case.configs[-1]
+    ours, _ = trace(lambda ps: case.ours(ps, **config))
+    theirs, _ = trace(lambda ps: torch.optim.SGD(ps, lr=0.1))  # torch's wrapper, as the reference
+    assert ours == theirs == [('global pre', 1), 'pre', 'closure', ('post', True), 'global post', 1.0]
+    params = make_params()
+    opt = case.ours(params, **config)
+    compute_grads(params, 0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert f'Optimizer.step#{case.name}.step' in {event.name for event in prof.events()}

@@ -7,15 +7,19 @@ __all__ = ['TensorList', 'in_interval', 'pair_of', 'is_flag', 'is_flag_or_none',
            'check_arguments', 'hyper_parameters', 'UpdateRuleOptimizer']
 
 # %% ../../nbs/00_optimizer_base.ipynb #c64d0c9b
+import functools
 import inspect
 import math
 import numbers
 from collections.abc import Callable
 from itertools import repeat
+from typing import NamedTuple
 from operator import attrgetter, is_, is_not
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import (  # the dicts torch's global hooks live in
+    _global_optimizer_post_hooks, _global_optimizer_pre_hooks)
 
 from ..clip import (
     _PLAIN, _by_device_and_dtype, _scale_to_norm_, _total_norm, clip_grad_value_)
@@ -285,15 +289,19 @@ def _values_by_device(tensors):
     return _by_device_and_dtype(values).items()  # (device, dtype): values
 
 
+def _nonfinite_flag(grads, device):
+    "A 0-d float32 flag on `device`, 1 if a value of `grads` is nan or inf."
+    # grads: dense and real, all on `device`; one call, whatever their count
+    flag = torch.zeros((), dtype=torch.float32, device=device)
+    one = torch.ones((), dtype=torch.float32, device=device)
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, one)
+    return flag
+
+
 def _nonfinite_flags(tensors):
     "One 0-d float32 flag per (device, dtype): 1 if a value is nan or inf."
-    flags = []
-    for (device, _), group in _values_by_device(tensors):
-        flag = torch.zeros((), dtype=torch.float32, device=device)
-        one = torch.ones((), dtype=torch.float32, device=device)
-        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, one)
-        flags.append(flag)
-    return flags
+    return [_nonfinite_flag(group, device)
+            for (device, _), group in _values_by_device(tensors)]
 
 
 def _has_nonfinite(tensors):
@@ -342,11 +350,39 @@ def _rounded_add_(param, direction, alpha):
         p.copy_(((bits + noise) & -65536).view(torch.float32))
 
 
+def _immutable(value):
+    "Whether `value` can't change in place, so that its identity vouches for it."
+    if type(value) is tuple: return all(map(_immutable, value))
+    return type(value) in (bool, int, float, str, type(None))
+
+
+def _with_step_hooks(step):
+    "torch's step wrapper (hooks, a profiler label), where it has work to do."
+    # it costs about 25 µs a step: an H200 moves 3M Adam parameters in that
+    hooked = torch.optim.Optimizer.profile_hook_step(step)
+
+    @functools.wraps(step)
+    def wrapper(self, *args, **kwargs):
+        if (torch.compiler.is_compiling()  # first: dynamo can't trace the next
+                or torch.autograd._profiler_enabled()
+                or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or _global_optimizer_pre_hooks or _global_optimizer_post_hooks):
+            return hooked(self, *args, **kwargs)
+        return step(self, *args, **kwargs)
+    wrapper.hooked = True  # torch.optim.Optimizer does not wrap it again
+    return wrapper
+
+
 def _signature(value):
     "What of a group's value can change the state its rule needs, or its path."
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
         return value != 0
     return value if isinstance(value, (bool, str, type(None))) else id(value)
+
+
+class _ReadAfter(NamedTuple):
+    "A device flag, 1 if a gradient is nan or inf, for the host after the step."
+    flag: Tensor
 
 
 def _triton_available(params):
@@ -386,6 +422,10 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         cls._hyper_names = tuple(
             p.name for p in sig
             if p.kind == p.KEYWORD_ONLY and p.name != 'step')
+        # the values that decide a group's path and state (see _plan)
+        cls._plan_names = cls._hyper_names + (
+            'foreach', 'fused', 'weight_decay', 'decoupled_weight_decay',
+            'kahan_summation', 'stochastic_rounding')
 
     def __init__(self, params, defaults):
         name = type(self).__name__
@@ -398,7 +438,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if unknown:
             raise TypeError(
                 f'{name}: unexpected keyword argument(s) {sorted(unknown)}')
-        self._plans = {}
+        self._plans, self._passed = {}, {}
         super().__init__(params, self.base_options | defaults)
 
     @property
@@ -416,14 +456,16 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     def check_group(self, group):
         "Checks that involve several hyper-parameters."
 
-    def _check_group(self, group, stepping=False):
+    def _check_group(self, group, stepping=False, only=None):
+        "Check a group's values (`only`: just these, and the joint checks)."
         name = type(self).__name__
         # a captured step never waits on the host, so the value of a tensor on
         # the device (a tensor lr) is checked when the group is made, as torch
         waits = lambda v: isinstance(v, Tensor) and not v.is_cpu
         skip = stepping and group['capturable']
-        check_arguments(name, **{k: (group[k], check)
-                                 for k, check in self._checks.items()
+        checks = self._checks.items()
+        if only is not None: checks = [(k, self._checks[k]) for k in only]
+        check_arguments(name, **{k: (group[k], check) for k, check in checks
                                  if not (skip and waits(group[k]))})
         if group['fused'] and group['foreach']:
             raise ValueError(f'{name}: fused=True and foreach=True exclude '
@@ -435,6 +477,22 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 "step, use torch.optim's optimizer with differentiable=True, "
                 'or write the step with torch.func')
         self.check_group(group)
+
+    def _recheck(self, index, group):
+        "At a step, check again the values that changed since they passed."
+        # A value that can't change in place (a number, a string, a tuple of
+        # them) passes while it is the same object: a scheduler's new lr is
+        # checked, and a tensor lr, which can change in place, every step.
+        names = tuple(self._checks)
+        values = tuple(map(group.__getitem__, names))
+        passed = self._passed.get(index)  # (group, values, all immutable)
+        only = None
+        if passed is not None and passed[0] is group:
+            if passed[2] and all(map(is_, values, passed[1])): return
+            only = [k for k, v, old in zip(names, values, passed[1])
+                    if v is not old or not _immutable(v)]
+        self._check_group(group, stepping=True, only=only)
+        self._passed[index] = (group, values, all(map(_immutable, values)))
 
     def add_param_group(self, param_group):
         name = type(self).__name__
@@ -455,7 +513,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self._plans = {}
+        self._plans, self._passed = {}, {}
         for group in self.param_groups:  # from torch.optim or an older version
             for key in self._checks: group.setdefault(key, self.defaults[key])
             group.setdefault('skipped_steps', 0)
@@ -483,6 +541,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         return state
 
     # ---- the step ----
+    @_with_step_hooks
     @torch.no_grad()
     def step(self, closure=None):
         "Update every parameter that has a gradient; return the closure's loss."
@@ -494,7 +553,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             # torch checks only at creation; under torch.compile, a check of
             # each new lr would guard on its value and recompile
             if not torch.compiler.is_compiling():
-                self._check_group(group, stepping=True)
+                self._recheck(index, group)
             params, grads = _with_grads(group['params'])
             work.append((index, group, params, grads))
         # GradScaler (AMP) sets these when _step_supports_amp_scaling is True:
@@ -508,11 +567,14 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 _unscale_(_all_of(work)[1], scale)
                 scale = None
             ready = self._gradients_ready(work)
+        read_after = isinstance(ready, _ReadAfter)
+        if read_after: ready = ready.flag
         if ready is not False:  # True, or a flag that skips on the device
             found = ready if isinstance(ready, Tensor) else None
             for index, group, params, grads in work:
                 if params:
                     self._step_group(index, group, params, grads, found, scale)
+            if read_after and bool(found): self._nonfinite_found()
         return loss
 
     @property
@@ -554,6 +616,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if mode == 'skip' and self._skips_on_device(params, grads):
             return self._skip_on_device(grads, max_norm, max_value, params)
         if mode != 'ignore' and _capturing(params): self._refuse_capture(mode)
+        if (mode != 'ignore' and max_norm is None and max_value is None
+                and (device := self._kernels_skip(work)) is not None):
+            # The kernels skip on the device, and the host reads the flag once
+            # they are queued: it prepares the step while the check runs
+            return _ReadAfter(_nonfinite_flag(grads, device))
         # A nan or inf gradient makes the norm nan or inf, so with max_grad_norm
         # the norm's pass is the check (clipping values first hides an inf)
         by_norm = (max_norm is not None and max_value is None
@@ -566,11 +633,31 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             found = (mode != 'ignore' and by_norm and not bool(total.isfinite())
                      and _has_nonfinite(grads))  # not finite gradients' overflow
             if not found: _scale_to_norm_(grads, max_norm, total)
-        if found and mode == 'raise':
-            raise RuntimeError(self._nonfinite_message())
-        if found:
-            for group in self.param_groups: group['skipped_steps'] += 1
+        if found: self._nonfinite_found()
         return not found
+
+    def _nonfinite_found(self):
+        "A nan or inf gradient: raise (by default), or count a skipped step."
+        if self.param_groups[0]['nonfinite'] == 'raise':
+            raise RuntimeError(self._nonfinite_message())
+        for group in self.param_groups: group['skipped_steps'] += 1
+
+    def _kernels_skip(self, work):
+        "The device if every group stepped last by a kernel that takes a flag."
+        # (torch's fused kernels or the Triton step, on one device, with real
+        # dense gradients; not at the first step, as a skipped one makes no
+        # state). The plans say it without a look at each tensor.
+        if torch.compiler.is_compiling(): return None
+        devices = set()
+        for index, _, params, _ in work:
+            if not params: continue
+            plan = self._plans.get(index)
+            if plan is None or plan[1] not in ('fused', 'triton') or not _same(
+                    plan[0][1], params): return None
+            for *_, counter, _, _, is_complex in plan[2]:
+                if is_complex: return None
+                devices.add(counter.device)
+        return devices.pop() if len(devices) == 1 else None
 
     def _skips_on_device(self, params, grads):
         "Whether `nonfinite='skip'` can skip without the host (capturable)."
@@ -613,12 +700,15 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
 
     def _plan(self, index, group, params):
         "The group's path and batches of tensors, kept while the same step."
-        key = (len(self.state),
-               tuple(_signature(group[k]) for k in self._hyper_names + (
-                   'foreach', 'fused', 'weight_decay', 'decoupled_weight_decay',
-                   'kahan_summation', 'stochastic_rounding')))
-        plan = self._plans.get(index)  # ((key, params), path, batches)
+        values = tuple(map(group.__getitem__, self._plan_names))
+        plan = self._plans.get(index)  # ((key, params, values), path, batches)
+        if plan is not None and _same(plan[0][1], params):
+            (length, _), _, seen = plan[0]
+            if length == len(self.state) and all(map(is_, values, seen)):
+                return  # the very same values: no need to compare them
+        key = (len(self.state), tuple(map(_signature, values)))
         if plan is not None and plan[0][0] == key and _same(plan[0][1], params):
+            self._plans[index] = ((key, plan[0][1], values), *plan[1:])
             return
         path = self._path(group, params)
         states = [self._state_of(p, group) for p in params]
@@ -629,7 +719,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         single = path == 'single'
         batches = list(by_key.values())
         if single: batches = [[m] for ms in batches for m in ms]
-        self._plans[index] = ((key, list(params)), path,
+        key = (len(self.state), key[1])  # with the states just made
+        self._plans[index] = ((key, list(params), values), path,
                               [self._batch(b, len(params)) for b in batches])
 
     def _batch(self, members, n):
@@ -741,7 +832,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 grads = all_grads if indices is None else [all_grads[i]
                                                            for i in indices]
             if is_complex: grads = [_real(g) for g in grads]
-            step = int(steps[0]) if on_host else counter[0]  # not an alias
+            if path in ('single', 'foreach'):  # the kernels read the counter
+                step = int(steps[0]) if on_host else counter[0]  # not an alias
             if path == 'single':
                 self._update(group, views[0], grads[0],
                              {k: v[0] for k, v in buffers.items()}, step, lr)
@@ -792,7 +884,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         decay, mode = group['weight_decay'], group['decoupled_weight_decay']
         if path == 'triton':
             from modern_updates.optim.triton_step import triton_step
-            compensation = buffers.pop('compensation', None)
+            compensation = buffers.get('compensation')  # the plan's: not pop
             return triton_step(
                 self.rule.__name__, params, grads, buffers, hyper, lr=lr,
                 steps=steps, weight_decay=decay, decoupled=mode,

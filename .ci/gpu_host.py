@@ -1,0 +1,66 @@
+"""The host's share of a step on a GPU: time per step at tiny tensors, where the GPU has almost nothing to do.
+
+For 200 and 2000 tensors of 16 elements: torch's fused step, ours eager (`nonfinite='ignore'`), ours with the
+Triton launch stubbed out (our Python alone), and `triton_step` alone, with and without its launch. Prints µs per
+step; with --out, writes them as JSON. A maintainer's tool: `bash .ci/gpu` runs it."""
+import argparse, json, time
+
+import torch
+
+from modern_updates import optim
+from modern_updates.optim import triton_step as ts
+
+
+class _Stub:  # a launch that does nothing: what is left is the host's Python
+    def __getitem__(self, grid): return lambda *args, **kwargs: None
+
+
+def per_step_us(step, steps=50, rounds=7):
+    best = float('inf')
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps): step()
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / steps)
+    return 1e6 * best
+
+
+def _setup(make, count, numel=16):
+    params = [torch.zeros(numel, device='cuda', requires_grad=True) for _ in range(count)]
+    for p in params: p.grad = torch.randn_like(p)
+    opt = make(params)
+    for _ in range(3): opt.step()
+    return opt
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--out')
+    args = parser.parse_args(argv)
+    kernel = ts._step_kernel()
+    rows = []
+    for count in (200, 2000):
+        for name, ours, ref in [('Adam', optim.Adam, torch.optim.Adam), ('SGD', optim.SGD, torch.optim.SGD)]:
+            kw = dict(lr=1e-3, momentum=0.9) if name == 'SGD' else dict(lr=1e-3)
+            row = dict(optimizer=name, tensors=count)
+            row['torch_fused_us'] = per_step_us(_setup(lambda ps: ref(ps, fused=True, **kw), count).step)
+            opt = _setup(lambda ps: ours(ps, nonfinite='ignore', **kw), count)
+            row['ours_us'] = per_step_us(opt.step)
+            ts._step_kernel = _Stub
+            try: row['ours_no_launch_us'] = per_step_us(opt.step)
+            finally: ts._step_kernel = lambda: kernel
+            rule = ours.rule.__name__
+            row['triton_step_us'] = 1e3 * ts.bench_triton_step(rule, (16,) * count, repeats=200)['ms']
+            ts._step_kernel = _Stub
+            try: row['triton_step_no_launch_us'] = 1e3 * ts.bench_triton_step(rule, (16,) * count, repeats=200)['ms']
+            finally: ts._step_kernel = lambda: kernel
+            rows.append(row)
+            print(' '.join(f'{k}={v:.1f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
