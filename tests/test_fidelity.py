@@ -498,6 +498,45 @@ def test_a_scale_alone_is_divided_out_and_our_check_still_runs(case):
     with pytest.raises(RuntimeError, match='has nan or inf values'):
         opt.step()
 
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='no GPU'))]
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_the_check_finds_nan_and_inf_in_every_float_dtype(case, device):
+    """bf16, fp16 and fp32 gradients in one optimizer, at the first step and later ones (where the kernels take the
+    check's flag). torch's check has no bf16 kernel on CUDA: it crashed there on bf16 gradients."""
+    def fresh():
+        torch.manual_seed(0)
+        return [torch.randn(6, 4, device=device, dtype=dtype, requires_grad=True)
+                for dtype in (torch.bfloat16, torch.float16, torch.float32)]
+    def grads(params, t, bad=None, at=0):
+        for i, p in enumerate(params):
+            p.grad = torch.sin(p.detach().float() * (t + 2)).to(p.dtype)
+            if i == at and bad is not None: p.grad[1, 2] = bad
+    config = case.configs[-1]
+    for at in range(3):
+        for bad in (float('nan'), float('inf')):
+            for first in (True, False):
+                params = fresh()
+                opt = case.ours(params, **config)
+                if not first:
+                    for t in range(2): grads(params, t); opt.step()
+                before = detached(params)
+                grads(params, 2, bad, at)
+                with pytest.raises(RuntimeError, match=f'parameter {at} .* has nan or inf values'):
+                    opt.step()
+                assert_all_close(detached(params), before, exact=True)
+        skipping = case.ours(fresh(), nonfinite='skip', **config)
+        params = skipping.param_groups[0]['params']
+        for t in range(2): grads(params, t); skipping.step()
+        grads(params, 2, float('nan'), at)
+        before = detached(params)
+        skipping.step()
+        assert skipping.skipped_steps == 1
+        assert_all_close(detached(params), before, exact=True)
+
+
 def test_nonfinite_ignore_steps_as_torch_does():
     ours, theirs = make_params(), make_params()
     nan_step(Adam(ours, lr=0.01, nonfinite='ignore'), ours, 0)

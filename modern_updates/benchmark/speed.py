@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import torch
 
 from .. import optim
-from ..optim.base import _TORCH_FUSED  # which of torch's fused kernels this torch has
 
 # name: (our class and keywords, torch's best implementation of the same update,
 #        bytes read and written per fp32 parameter by one step)
@@ -36,10 +35,19 @@ OPTIMIZERS = {
                 lambda ps: torch.optim.RMSprop(ps, lr=1e-2, foreach=True), 20),
     'Lion': (optim.Lion, dict(lr=1e-4), 'lion-pytorch', None, 20),
 }
-# torch 2.11 has no fused Adagrad for CUDA ("`fused=True` requires ... cpu"): there,
-# torch's best Adagrad on a GPU is foreach.
-GPU_REFERENCES = {} if 'cuda' in _TORCH_FUSED['adagrad_direction'][3] else {
+# Where torch's fused optimizer refuses the device, its best is foreach: torch 2.11's
+# Adagrad says "`fused=True` requires ... cpu" on a GPU, at its first step.
+GPU_REFERENCES = {
     'Adagrad': ('torch foreach', lambda ps: torch.optim.Adagrad(ps, lr=1e-2, foreach=True))}
+
+
+def _steps_on(make, device):
+    "Whether the optimizer `make` builds takes a step on `device` (or refuses it)."
+    param = torch.zeros(1, device=device, requires_grad=True)
+    param.grad = torch.zeros_like(param)
+    try: make([param]).step()
+    except RuntimeError: return False
+    return True
 # (tensors, elements each). On a small CPU the full shapes take many minutes and
 # gigabytes: the default there keeps the tensor counts with a tenth of the elements.
 SHAPES = {'full': [(200, 250_000), (2000, 10_000), (20, 10_000_000)],
@@ -185,7 +193,7 @@ def run(device='cpu', quick=False, shapes=None, names=None, steps=None, rounds=3
     for shape in shapes or default_shapes(device, quick):
         for name in names:
             ours, kwargs, ref_name, make_ref, bytes_per_param = OPTIMIZERS[name]
-            if device.type != 'cpu' and name in GPU_REFERENCES:
+            if name in GPU_REFERENCES and not _steps_on(make_ref, device):
                 ref_name, make_ref = GPU_REFERENCES[name]
             make_ref = make_ref or _lion_pytorch
             makers = [lambda ps: ours(ps, **kwargs),

@@ -291,7 +291,12 @@ def _values_by_device(tensors):
 
 def _nonfinite_flag(grads, device):
     "A 0-d float32 flag on `device`, 1 if a value of `grads` is nan or inf."
-    # grads: dense and real, all on `device`; one call, whatever their count
+    # grads: dense, real, on `device`, of one dtype or with no bf16 among them
+    if grads[0].dtype == torch.bfloat16:
+        # torch's check has no bf16 kernel on CUDA; a nan or inf makes the
+        # largest magnitude nan or inf, and it can't overflow
+        largest = torch.stack(torch._foreach_norm(grads, math.inf))
+        return largest.isfinite().logical_not().any().float()
     flag = torch.zeros((), dtype=torch.float32, device=device)
     one = torch.ones((), dtype=torch.float32, device=device)
     torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, one)
@@ -645,8 +650,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     def _kernels_skip(self, work):
         "The device if every group stepped last by a kernel that takes a flag."
         # (torch's fused kernels or the Triton step, on one device, with real
-        # dense gradients; not at the first step, as a skipped one makes no
-        # state). The plans say it without a look at each tensor.
+        # dense gradients, not bf16; not at the first step, as a skipped one
+        # makes no state). The plans say it without a look at each tensor.
         if torch.compiler.is_compiling(): return None
         devices = set()
         for index, _, params, _ in work:
@@ -654,8 +659,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             plan = self._plans.get(index)
             if plan is None or plan[1] not in ('fused', 'triton') or not _same(
                     plan[0][1], params): return None
-            for *_, counter, _, _, is_complex in plan[2]:
-                if is_complex: return None
+            for _, params, _, counter, _, _, is_complex in plan[2]:
+                if is_complex or params[0].dtype == torch.bfloat16: return None
                 devices.add(counter.device)
         return devices.pop() if len(devices) == 1 else None
 
