@@ -537,6 +537,37 @@ def test_the_check_finds_nan_and_inf_in_every_float_dtype(case, device):
         assert_all_close(detached(params), before, exact=True)
 
 
+@pytest.mark.parametrize('case', [c for c in CASES if c.name in FUSED], ids=IDS)
+def test_skip_on_the_kernel_paths_reads_nothing_on_the_host(case, monkeypatch):
+    """With nonfinite='skip', where every group steps by a kernel that takes the flag, the step reads nothing back:
+    the kernels skip on the device, and skipped_steps counts there. (The first step checks on the host.)"""
+    config = case.configs[-1]
+    def run(params, bad_at=None):
+        opt = case.ours(params, nonfinite='skip', **config)
+        for t in range(0, 12, 2):  # even steps: every parameter has a gradient, so the plan stays
+            if t == 4: monkeypatch_reads()
+            if t == bad_at: nan_step(opt, params, t)
+            else: compute_grads(params, t); opt.step()
+        monkeypatch.undo()
+        return opt
+    read = []
+    def monkeypatch_reads():
+        for name in ('__bool__', '__int__', '__float__', '__index__', 'item', 'tolist', 'cpu'):
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, lambda t, *a, _n=name, _o=original: read.append(_n) or _o(t, *a))
+    params, reference = make_params(), make_params()
+    opt = run(params, bad_at=6)
+    assert {plan[1] for plan in opt._plans.values()} == {'fused'}
+    assert not read and opt.skipped_steps == 1
+    ref_opt = run(reference)  # the same run with its bad batch a good one: equal, but for the skipped step
+    assert ref_opt.skipped_steps == 0 and not torch.equal(detached(params)[0], detached(reference)[0])
+    skipped = make_params()
+    opt = case.ours(skipped, nonfinite='skip', **config)
+    for t in range(0, 12, 2):
+        if t != 6: compute_grads(skipped, t); opt.step()
+    assert_all_close(detached(params), detached(skipped), exact=True)
+
+
 def test_nonfinite_ignore_steps_as_torch_does():
     ours, theirs = make_params(), make_params()
     nan_step(Adam(ours, lr=0.01, nonfinite='ignore'), ours, 0)

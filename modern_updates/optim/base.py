@@ -13,8 +13,8 @@ import math
 import numbers
 from collections.abc import Callable
 from itertools import repeat
-from typing import NamedTuple
 from operator import attrgetter, is_, is_not
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -618,13 +618,16 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if mode == 'ignore' and max_norm is None and max_value is None:
             return True
         params, grads = _all_of(work)
-        if mode == 'skip' and self._skips_on_device(params, grads):
-            return self._skip_on_device(grads, max_norm, max_value, params)
+        # the device, where every group steps by a kernel that takes the flag
+        device = None if mode == 'ignore' else self._kernels_skip(work)
+        if mode == 'skip' and (device is not None
+                               or self._skips_on_device(params, grads)):
+            return self._skip_on_device(grads, max_norm, max_value, params,
+                                        device)
         if mode != 'ignore' and _capturing(params): self._refuse_capture(mode)
-        if (mode != 'ignore' and max_norm is None and max_value is None
-                and (device := self._kernels_skip(work)) is not None):
-            # The kernels skip on the device, and the host reads the flag once
-            # they are queued: it prepares the step while the check runs
+        if max_norm is None and max_value is None and device is not None:
+            # 'raise': the kernels skip on the device, and the host reads the
+            # flag once they are queued, so it prepares them while the check runs
             return _ReadAfter(_nonfinite_flag(grads, device))
         # A nan or inf gradient makes the norm nan or inf, so with max_grad_norm
         # the norm's pass is the check (clipping values first hides an inf)
@@ -659,8 +662,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             plan = self._plans.get(index)
             if plan is None or plan[1] not in ('fused', 'triton') or not _same(
                     plan[0][1], params): return None
-            for _, params, _, counter, _, _, is_complex in plan[2]:
-                if is_complex or params[0].dtype == torch.bfloat16: return None
+            for _, members, _, counter, _, _, is_complex in plan[2]:
+                if is_complex or members[0].dtype == torch.bfloat16: return None
                 devices.add(counter.device)
         return devices.pop() if len(devices) == 1 else None
 
@@ -671,9 +674,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 and len({p.device for p in params}) == 1
                 and not any(g.is_sparse for g in grads))
 
-    def _skip_on_device(self, grads, max_norm, max_value, params):
+    def _skip_on_device(self, grads, max_norm, max_value, params,
+                        device=None):
         "Clip, and return a device flag that is 1 if a gradient is nan or inf."
-        found = torch.stack(_nonfinite_flags(grads)).amax()  # before clamping
+        # device: that of all the gradients, none bf16 (else they are grouped)
+        found = (torch.stack(_nonfinite_flags(grads)).amax() if device is None
+                 else _nonfinite_flag(grads, device))  # before clamping
         _clip_unless(found, params, grads, max_norm, max_value)
         for group in self.param_groups:  # counted on the device: no sync
             if not isinstance(group['skipped_steps'], Tensor):
