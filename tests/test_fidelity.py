@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES, spy_host_reads
 from optimizer_cases import CASES
 from test_optimizers import assert_all_close, compute_grads, detached, make_params, param_groups, save_and_load, train
 
@@ -498,9 +499,6 @@ def test_a_scale_alone_is_divided_out_and_our_check_still_runs(case):
     with pytest.raises(RuntimeError, match='has nan or inf values'):
         opt.step()
 
-DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='no GPU'))]
-
-
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('case', CASES, ids=IDS)
 def test_the_check_finds_nan_and_inf_in_every_float_dtype(case, device):
@@ -542,30 +540,23 @@ def test_skip_on_the_kernel_paths_reads_nothing_on_the_host(case, monkeypatch):
     """With nonfinite='skip', where every group steps by a kernel that takes the flag, the step reads nothing back:
     the kernels skip on the device, and skipped_steps counts there. (The first step checks on the host.)"""
     config = case.configs[-1]
-    def run(params, bad_at=None):
-        opt = case.ours(params, nonfinite='skip', **config)
-        for t in range(0, 12, 2):  # even steps: every parameter has a gradient, so the plan stays
-            if t == 4: monkeypatch_reads()
-            if t == bad_at: nan_step(opt, params, t)
-            else: compute_grads(params, t); opt.step()
-        monkeypatch.undo()
+    def steps(params, ts, opt=None):  # even steps: every parameter has a gradient, so the plan stays
+        opt = opt or case.ours(params, nonfinite='skip', **config)
+        for t in ts: compute_grads(params, t); opt.step()
         return opt
-    read = []
-    def monkeypatch_reads():
-        for name in ('__bool__', '__int__', '__float__', '__index__', 'item', 'tolist', 'cpu'):
-            original = getattr(torch.Tensor, name)
-            monkeypatch.setattr(torch.Tensor, name, lambda t, *a, _n=name, _o=original: read.append(_n) or _o(t, *a))
-    params, reference = make_params(), make_params()
-    opt = run(params, bad_at=6)
+    params = make_params()
+    opt = steps(params, (0, 2))
+    read = spy_host_reads(monkeypatch)
+    nan_step(opt, params, 4)
+    steps(params, (6, 8), opt)
+    monkeypatch.undo()
     assert {plan[1] for plan in opt._plans.values()} == {'fused'}
     assert not read and opt.skipped_steps == 1
-    ref_opt = run(reference)  # the same run with its bad batch a good one: equal, but for the skipped step
-    assert ref_opt.skipped_steps == 0 and not torch.equal(detached(params)[0], detached(reference)[0])
-    skipped = make_params()
-    opt = case.ours(skipped, nonfinite='skip', **config)
-    for t in range(0, 12, 2):
-        if t != 6: compute_grads(skipped, t); opt.step()
-    assert_all_close(detached(params), detached(skipped), exact=True)
+    good = make_params()  # the run with a good batch at step 4 differs: the step was skipped, not taken
+    assert steps(good, (0, 2, 4, 6, 8)).skipped_steps == 0 and not torch.equal(detached(params)[0], detached(good)[0])
+    without = make_params()  # and it equals the run without that batch, bit for bit
+    steps(without, (0, 2, 6, 8))
+    assert_all_close(detached(params), detached(without), exact=True)
 
 
 def test_nonfinite_ignore_steps_as_torch_does():
@@ -634,7 +625,9 @@ def test_step_hooks_and_the_profiler_see_the_step_as_torchs(case):
     """The step skips torch's wrapper while no hook or profiler needs it (it costs about 25 µs a step). With one, the
     hooks run as torch.optim's do, a pre-hook may replace the step's arguments, and a profiler sees the step's label."""
     from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-    assert type(case.ours(make_params())).step is type(case.ours(make_params())).step  # torch wraps it no further
+    step = case.ours.step
+    case.ours(make_params())
+    assert case.ours.step is step and step.hooked  # torch.optim.Optimizer wraps it no further
 
     def trace(make):
         params, calls = make_params(), []

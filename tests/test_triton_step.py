@@ -16,6 +16,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
+from conftest import spy_host_reads  # noqa: E402
 
 try:
     import triton  # noqa: F401,E402
@@ -473,14 +474,7 @@ def test_an_eager_step_reads_nothing_back_from_the_device(monkeypatch):
             try: opt.step()
             finally: torch.cuda.set_sync_debug_mode(0)
             continue
-        counters = [opt.state[p]['step'] for p in params]
-        read = []
-        for name in ('__int__', '__float__', '__index__', '__bool__', 'item', 'tolist'):
-            original = getattr(torch.Tensor, name)
-            def spy(t, *args, _name=name, _original=original):
-                if any(t is c for c in counters): read.append(_name)
-                return _original(t, *args)
-            monkeypatch.setattr(torch.Tensor, name, spy)
+        read = spy_host_reads(monkeypatch, watched=[opt.state[p]['step'] for p in params])
         opt.step()
         monkeypatch.undo()
         assert not read, (cls.__name__, read)
