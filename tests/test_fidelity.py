@@ -52,8 +52,9 @@ def test_fused_true_uses_torch_kernels_or_says_why_not(case):
 
 
 def test_torchs_fused_kernels_are_taken_only_where_this_torch_has_them(monkeypatch):
-    """torch 2.11 has no CUDA `_fused_adagrad_` (2.13 has): on such a GPU without Triton, Adagrad must take the rule,
-    not crash in torch's kernel. The devices come from torch's dispatcher."""
+    """Where torch's dispatcher has no CUDA kernel for a fused op, a GPU without Triton must take the rule, not crash in
+    torch's kernel. (torch 2.11 does have a CUDA `_fused_adagrad_`, checked on an H200; only `torch.optim.Adagrad`
+    refuses `fused=True` there. The test stands in for a torch without one.)"""
     from types import SimpleNamespace
     import modern_updates.optim.base as base
     from modern_updates.optim import Adagrad
@@ -66,7 +67,7 @@ def test_torchs_fused_kernels_are_taken_only_where_this_torch_has_them(monkeypat
     group = opt.param_groups[0]
     assert opt._torch_fused_gap(group, params) is None
     kernel, decouples, lacks, _ = base._TORCH_FUSED['adagrad_direction']
-    monkeypatch.setitem(base._TORCH_FUSED, 'adagrad_direction', (kernel, decouples, lacks, {'cpu'}))  # as torch 2.11
+    monkeypatch.setitem(base._TORCH_FUSED, 'adagrad_direction', (kernel, decouples, lacks, {'cpu'}))  # no CUDA kernel
     on_gpu = [SimpleNamespace(device=torch.device('cuda'))]  # the device is all the check reads first
     assert opt._torch_fused_gap(group, on_gpu) == "torch has no fused kernel for adagrad_direction on ['cuda']"
 

@@ -948,7 +948,7 @@ def _fused_adam(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
 
 
 def _kernel_devices(op):
-    "The devices torch's fused kernel `op` runs on (torch 2.11 has no CUDA Adagrad)."
+    "The devices torch's fused kernel `op` runs on, as torch's dispatcher says."
     has = getattr(torch._C, '_dispatch_has_kernel_for_dispatch_key', None)
     on_cuda = has is None or has(f'aten::{op}', 'CUDA')
     return {'cpu', 'cuda'} if on_cuda else {'cpu'}
