@@ -713,14 +713,13 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "The group's path and batches of tensors, kept while the same step."
         values = tuple(map(group.__getitem__, self._plan_names))
         plan = self._plans.get(index)  # ((key, params, values), path, batches)
-        if plan is not None and _same(plan[0][1], params):
-            (length, _), _, seen = plan[0]
-            if length == len(self.state) and all(map(is_, values, seen)):
-                return  # the very same values: no need to compare them
-        key = (len(self.state), tuple(map(_signature, values)))
-        if plan is not None and plan[0][0] == key and _same(plan[0][1], params):
-            self._plans[index] = ((key, plan[0][1], values), *plan[1:])
-            return
+        if plan is not None and _same(plan[0][1], params) and (
+                plan[0][0][0] == len(self.state)):
+            (key, kept, seen), *rest = plan
+            if all(map(is_, values, seen)): return  # the very same values
+            if tuple(map(_signature, values)) == key[1]:  # values that differ
+                self._plans[index] = ((key, kept, values), *rest)  # harmlessly
+                return
         path = self._path(group, params)
         states = [self._state_of(p, group) for p in params]
         by_key = {}
@@ -730,7 +729,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         single = path == 'single'
         batches = list(by_key.values())
         if single: batches = [[m] for ms in batches for m in ms]
-        key = (len(self.state), key[1])  # with the states just made
+        key = (len(self.state), tuple(map(_signature, values)))  # states made
         self._plans[index] = ((key, list(params), values), path,
                               [self._batch(b, len(params)) for b in batches])
 
