@@ -190,12 +190,16 @@ def run(device='cpu', quick=False, shapes=None, names=None, steps=None, rounds=3
     steps = steps or (20 if device.type == 'cuda' else 3)
     bandwidth, rows = copy_bandwidth(device), []
     names = names or [name for name in OPTIMIZERS if _reference_installed(name)]
+    references = {}  # name: (its reference's name, how to build it), on this device
+    for name in names:
+        _, _, ref_name, make_ref, _ = OPTIMIZERS[name]
+        if name in GPU_REFERENCES and not _steps_on(make_ref, device):
+            ref_name, make_ref = GPU_REFERENCES[name]
+        references[name] = ref_name, make_ref or _lion_pytorch
     for shape in shapes or default_shapes(device, quick):
         for name in names:
-            ours, kwargs, ref_name, make_ref, bytes_per_param = OPTIMIZERS[name]
-            if name in GPU_REFERENCES and not _steps_on(make_ref, device):
-                ref_name, make_ref = GPU_REFERENCES[name]
-            make_ref = make_ref or _lion_pytorch
+            ours, kwargs, _, _, bytes_per_param = OPTIMIZERS[name]
+            ref_name, make_ref = references[name]
             makers = [lambda ps: ours(ps, **kwargs),
                       lambda ps: ours(ps, nonfinite='ignore', **kwargs), make_ref,
                       # with clipping, where the clipping norm is the check
