@@ -3,7 +3,7 @@
 For 200 and 2000 tensors of 16 elements: torch's fused step, ours eager (`nonfinite='ignore'`), ours with the
 Triton launch stubbed out (our Python alone), and `triton_step` alone, with and without its launch. Prints µs per
 step; with --out, writes them as JSON. A maintainer's tool: `bash .ci/gpu` runs it."""
-import argparse, json, time
+import argparse, contextlib, json, time
 
 import torch
 
@@ -13,6 +13,15 @@ from modern_updates.optim import triton_step as ts
 
 class _Stub:  # a launch that does nothing: what is left is the host's Python
     def __getitem__(self, grid): return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _no_launch():
+    "The Triton step with its kernel launch stubbed out."
+    kernel = ts._step_kernel
+    ts._step_kernel = _Stub
+    try: yield
+    finally: ts._step_kernel = kernel
 
 
 def per_step_us(step, steps=50, rounds=7):
@@ -38,7 +47,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--out')
     args = parser.parse_args(argv)
-    kernel = ts._step_kernel()
+    ts._step_kernel()  # defined, with triton.language imported, which the stubbed step reads
     rows = []
     for count in (200, 2000):
         for name, ours, ref in [('Adam', optim.Adam, torch.optim.Adam), ('SGD', optim.SGD, torch.optim.SGD)]:
@@ -47,14 +56,10 @@ def main(argv=None):
             row['torch_fused_us'] = per_step_us(_setup(lambda ps: ref(ps, fused=True, **kw), count).step)
             opt = _setup(lambda ps: ours(ps, nonfinite='ignore', **kw), count)
             row['ours_us'] = per_step_us(opt.step)
-            ts._step_kernel = _Stub
-            try: row['ours_no_launch_us'] = per_step_us(opt.step)
-            finally: ts._step_kernel = lambda: kernel
-            rule = ours.rule.__name__
-            row['triton_step_us'] = 1e3 * ts.bench_triton_step(rule, (16,) * count, repeats=200)['ms']
-            ts._step_kernel = _Stub
-            try: row['triton_step_no_launch_us'] = 1e3 * ts.bench_triton_step(rule, (16,) * count, repeats=200)['ms']
-            finally: ts._step_kernel = lambda: kernel
+            with _no_launch(): row['ours_no_launch_us'] = per_step_us(opt.step)
+            bench = lambda: 1e3 * ts.bench_triton_step(ours.rule.__name__, (16,) * count, repeats=200)['ms']
+            row['triton_step_us'] = bench()
+            with _no_launch(): row['triton_step_no_launch_us'] = bench()
             rows.append(row)
             print(' '.join(f'{k}={v:.1f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
     if args.out:
