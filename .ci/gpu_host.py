@@ -1,9 +1,10 @@
 """The host's share of a step on a GPU: time per step at tiny tensors, where the GPU has almost nothing to do.
 
 For 200 and 2000 tensors of 16 elements: torch's fused step, ours eager (`nonfinite='ignore'`), ours with the
-Triton launch stubbed out (our Python alone), and `triton_step` alone, with and without its launch. Prints µs per
-step; with --out, writes them as JSON. A maintainer's tool: `bash .ci/gpu` runs it."""
-import argparse, contextlib, json, time
+Triton launch stubbed out (our Python alone), and `triton_step` alone, with and without its launch; then torch's
+fused step and ours where every other step half the tensors have no gradient (experts without tokens), gradients
+set included. Prints µs per step; with --out, writes them as JSON. A maintainer's tool: `bash .ci/gpu` runs it."""
+import argparse, contextlib, itertools, json, time
 
 import torch
 
@@ -43,6 +44,18 @@ def _setup(make, count, numel=16):
     return opt
 
 
+def _with_subsets(opt):
+    "A step in which, every other time, the odd tensors have no gradient."
+    params = opt.param_groups[0]['params']
+    grads, count = [p.grad for p in params], itertools.count()
+    def step():
+        some = next(count) % 2
+        for i, (p, g) in enumerate(zip(params, grads)): p.grad = None if some and i % 2 else g
+        opt.step()
+    for _ in range(4): step()  # a plan for each subset
+    return step
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--out')
@@ -60,6 +73,9 @@ def main(argv=None):
             bench = lambda: 1e3 * ts.bench_triton_step(ours.rule.__name__, (16,) * count, repeats=200)['ms']
             row['triton_step_us'] = bench()
             with _no_launch(): row['triton_step_no_launch_us'] = bench()
+            row['torch_fused_subsets_us'] = per_step_us(
+                _with_subsets(_setup(lambda ps: ref(ps, fused=True, **kw), count)))
+            row['ours_subsets_us'] = per_step_us(_with_subsets(opt))
             rows.append(row)
             print(' '.join(f'{k}={v:.1f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
     if args.out:

@@ -87,6 +87,31 @@ def test_compiled_step_equals_eager_step(case, config):
     assert_all_close(detached(traced), detached(eager), rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize('case', CASES, ids=IDS)
+def test_compiled_and_eager_steps_mixed_with_missing_gradients(case):
+    """Eagerly, torch's fused kernels read each tensor's step, so a batch may hold parameters at different steps (the
+    last one has no gradient at odd steps); compiled, the rule reads one step for its whole batch. Steps that alternate
+    between the two must each get the plan they need, not a kept plan made for the other."""
+    make = lambda ps: case.ours(ps, lr=0.01, nonfinite='ignore')
+    mixed, eager = make_params(), make_params()
+    torch._dynamo.reset()
+    opt, ref = make(mixed), make(eager)
+    compiled_step = torch.compile(opt.step, backend='aot_eager')
+    # (the gradients of step t, whether compiled): all, some, all, then all again compiled, ...
+    for t, compiled in [(0, True), (1, False), (2, False), (4, True), (5, True), (6, False), (8, True), (9, False)]:
+        compute_grads(mixed, t)
+        compute_grads(eager, t)
+        if compiled:
+            for index, group in enumerate(opt.param_groups):  # the plan torch.compile asks for
+                opt._init_group(group, index)
+                assert all(len({float(s) for s in batch[4]}) == 1 for batch in opt._plans[index][2]), t
+            compiled_step()
+        else: opt.step()
+        ref.step()
+    assert_all_close(detached(mixed), detached(eager), rtol=1e-5, atol=1e-6)
+    assert [float(opt.state[p]['step']) for p in mixed] == [float(ref.state[p]['step']) for p in eager]
+
 @pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True), {}], ids=['single', 'foreach', 'default'])
 @pytest.mark.parametrize('case,config', CONFIGS)
 def test_capturable_step_equals_the_default_step(case, config, path):

@@ -66,8 +66,8 @@ def test_torchs_fused_kernels_are_taken_only_where_this_torch_has_them(monkeypat
     opt = Adagrad(params, lr=0.1)
     group = opt.param_groups[0]
     assert opt._torch_fused_gap(group, params) is None
-    kernel, decouples, lacks, _ = base._TORCH_FUSED['adagrad_direction']
-    monkeypatch.setitem(base._TORCH_FUSED, 'adagrad_direction', (kernel, decouples, lacks, {'cpu'}))  # no CUDA kernel
+    entry = base._TORCH_FUSED['adagrad_direction']
+    monkeypatch.setitem(base._TORCH_FUSED, 'adagrad_direction', (*entry[:3], {'cpu'}, *entry[4:]))  # no CUDA kernel
     on_gpu = [SimpleNamespace(device=torch.device('cuda'))]  # the device is all the check reads first
     assert opt._torch_fused_gap(group, on_gpu) == "torch has no fused kernel for adagrad_direction on ['cuda']"
 

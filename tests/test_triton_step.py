@@ -197,7 +197,7 @@ def test_table_is_cached_and_rebuilt_when_storage_moves(monkeypatch):
     call = lambda grads: ts.triton_step('lion_direction', p, grads, state, dict(betas=(0.9, 0.99)), lr=0.1,
                                         steps=steps, weight_decay=0.0, decoupled=True, initial_lr=0.1,
                                         maximize=False)
-    plan_of = lambda: ts._plans[id(steps[0])][1]
+    plan_of = lambda: ts._plans[id(steps[0]), len(steps)][1]
     call([torch.ones_like(x) for x in p])
     plan = plan_of()
     table = plan.table
@@ -213,7 +213,7 @@ def test_table_is_cached_and_rebuilt_when_storage_moves(monkeypatch):
     call([torch.ones_like(x) for x in p])
     assert plan_of() is not plan
     torch.testing.assert_close(p[0], before - 0.1)   # sign(+) steps by lr
-    key = id(steps[0])
+    key = id(steps[0]), len(steps)
     del steps[0]                                     # the list's first step tensor dies: its plan goes with it
     assert key not in ts._plans
 
@@ -479,6 +479,56 @@ def test_an_eager_step_reads_nothing_back_from_the_device(monkeypatch):
         monkeypatch.undo()
         assert not read, (cls.__name__, read)
 
+
+
+@pytest.mark.parametrize('kernels', ['triton', 'torch fused'])
+def test_parameters_that_skip_steps_keep_one_launch_and_their_plans(monkeypatch, kernels):
+    """An expert that gets no tokens has no gradient at that step: the parameters that step change from step to step,
+    and their step counts drift apart. The kernels read each tensor's own step, so a group still steps in one launch
+    per (device, dtype). No step count is read on the host: each read waited for the GPU, once per parameter at every
+    change of subset. Each subset keeps its plan, so neither the batches nor the pointer table are rebuilt at every
+    step, and a skipped step (a nan) takes back only the steps of the parameters that were in it. The parameters, their
+    step counts and the skipped steps equal the rule's, one tensor at a time."""
+    from modern_updates.optim import SGD as SGDOpt, Adagrad, Adam, AdamW, Lion, RMSprop, base
+    cases = [(Adam, dict(lr=1e-2, weight_decay=0.1)), (AdamW, dict(lr=1e-2)),
+             (SGDOpt, dict(lr=1e-2, momentum=0.9)), (Adagrad, dict(lr=1e-2))]
+    if kernels == 'triton': cases += [(RMSprop, dict(lr=1e-2, centered=True)), (Lion, dict(lr=1e-3))]
+    else: monkeypatch.setattr(base, '_triton_available', lambda params: False)
+    fast_update, batch, table = base.UpdateRuleOptimizer._fast_update, base.UpdateRuleOptimizer._batch, ts._Plan.__init__
+    for cls, kw in cases:
+        torch.manual_seed(0)
+        start = [torch.randn(30 + i, device=DEVICE) for i in range(6)]
+        grads = [torch.randn_like(p) for p in start]
+        def step(opt, params, t):  # the odd ones have no gradient at even steps; a nan at step 6
+            for i, (p, g) in enumerate(zip(params, grads)):
+                p.grad = None if t % 2 == 0 and i % 2 else g * (float('nan') if t == 6 and i == 2 else t + 1)
+            opt.step()
+        fast, slow = [p.clone() for p in start], [p.clone() for p in start]
+        opt = cls(fast, fused=True, nonfinite='skip', **kw)
+        ref = cls(slow, foreach=False, nonfinite='skip', **kw)
+        for t in range(4):  # the subset first, then all: every plan made once
+            step(opt, fast, t)
+            step(ref, slow, t)
+        assert {plan[1] for plan in opt._plans.values()} == {kernels.split()[-1]}, cls.__name__
+        launches, rebuilt = [], []
+        monkeypatch.setattr(base.UpdateRuleOptimizer, '_fast_update',
+                            lambda self, *a, **k: launches.append(1) or fast_update(self, *a, **k))
+        monkeypatch.setattr(base.UpdateRuleOptimizer, '_batch', lambda self, *a: rebuilt.append('batch') or batch(self, *a))
+        monkeypatch.setattr(ts._Plan, '__init__', lambda self, *a, **k: rebuilt.append('table') or table(self, *a, **k))
+        read = spy_host_reads(monkeypatch, watched=[opt.state[p]['step'] for p in fast])
+        if DEVICE == 'cuda': torch.cuda.set_sync_debug_mode('error')
+        try:
+            for t in range(4, 8): step(opt, fast, t)
+        finally:
+            if DEVICE == 'cuda': torch.cuda.set_sync_debug_mode(0)
+            monkeypatch.undo()
+        if kernels != 'triton': monkeypatch.setattr(base, '_triton_available', lambda params: False)
+        for t in range(4, 8): step(ref, slow, t)
+        assert (len(launches), rebuilt, read) == (4, [], []), cls.__name__
+        assert opt.skipped_steps == ref.skipped_steps == 1, cls.__name__
+        assert [float(opt.state[p]['step']) for p in fast] == [float(ref.state[p]['step']) for p in slow]
+        for a, b in zip(fast, slow):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=cls.__name__)
 
 def test_module_imports_without_triton_being_imported():
     code = ('import sys, modern_updates, modern_updates.optim, modern_updates.optim.triton_step; '

@@ -355,6 +355,35 @@ def _rounded_add_(param, direction, alpha):
         p.copy_(((bits + noise) & -65536).view(torch.float32))
 
 
+def _whole_counter(steps):
+    "The tensor whose entries, in order, `steps` are views of; or None."
+    counter = steps[0]._base
+    if counter is None or counter.shape != (len(steps),) or (
+            counter.stride() != (1,) or counter.storage_offset() != 0):
+        return None
+    for i, s in enumerate(steps):
+        if s._base is not counter or s.storage_offset() != i: return None
+    return counter
+
+
+def _counter_of(steps):
+    "One tensor of the values of `steps`, read on the host only if devices differ."
+    first = steps[0]
+    if all(s.device == first.device and s.dtype == first.dtype for s in steps):
+        return torch.stack(steps)
+    return torch.tensor([float(s) for s in steps], dtype=first.dtype,
+                        device=first.device)
+
+
+def _count_(counter, steps, skipped=None):
+    "One more step, or `skipped` (a device flag) fewer: in one op if they fill it."
+    if skipped is None:
+        if counter is not None: counter.add_(1)
+        else: torch._foreach_add_(steps, 1)
+    elif counter is not None: counter.sub_(skipped)
+    else: torch._foreach_add_(steps, skipped, alpha=-1)
+
+
 def _immutable(value):
     "Whether `value` can't change in place, so that its identity vouches for it."
     if type(value) is tuple: return all(map(_immutable, value))
@@ -443,7 +472,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if unknown:
             raise TypeError(
                 f'{name}: unexpected keyword argument(s) {sorted(unknown)}')
-        self._plans, self._passed = {}, {}
+        self._plans, self._recent, self._passed = {}, {}, {}
         super().__init__(params, self.base_options | defaults)
 
     @property
@@ -515,10 +544,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                     'when creating the optimizer, not in a param group (got '
                     f'{key}={group[key]!r})')
         self._plans.clear()
+        self._recent.clear()
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self._plans, self._passed = {}, {}
+        self._plans, self._recent, self._passed = {}, {}, {}
         for group in self.param_groups:  # from torch.optim or an older version
             for key in self._checks: group.setdefault(key, self.defaults[key])
             group.setdefault('skipped_steps', 0)
@@ -609,7 +639,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
 
     def _init_group(self, group, index):
         "Plan the group's step; torch.compile runs this eagerly, untraced."
-        self._plan(index, group, _with_grads(group['params'])[0])
+        # compiled, the rule steps, and it reads one step for a whole batch
+        self._plan(index, group, _with_grads(group['params'])[0], uniform=True)
 
     def _gradients_ready(self, work):
         "Check the gradients for nan and inf, then clip; False: skip the step."
@@ -660,11 +691,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         for index, _, params, _ in work:
             if not params: continue
             plan = self._plans.get(index)
-            if plan is None or plan[1] not in ('fused', 'triton') or not _same(
-                    plan[0][1], params): return None
-            for _, members, _, counter, _, _, is_complex in plan[2]:
+            if plan is None or not _same(plan[0][1], params):
+                plan = self._recent_plan(index, params)  # a subset's, kept
+            if plan is None or plan[1] not in ('fused', 'triton'): return None
+            for _, members, _, _, steps, _, is_complex in plan[2]:
                 if is_complex or members[0].dtype == torch.bfloat16: return None
-                devices.add(counter.device)
+                devices.add(steps[0].device)
         return devices.pop() if len(devices) == 1 else None
 
     def _skips_on_device(self, params, grads):
@@ -709,47 +741,90 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 "with nonfinite='skip' (it counts them in `skipped_steps`); "
                 "nonfinite='ignore' steps anyway, as torch.optim does")
 
-    def _plan(self, index, group, params):
+    def _plan(self, index, group, params, uniform=False):
         "The group's path and batches of tensors, kept while the same step."
+        # uniform: each batch at one step, even where the kernels read each's
         values = tuple(map(group.__getitem__, self._plan_names))
         plan = self._plans.get(index)  # ((key, params, values), path, batches)
-        if plan is not None and _same(plan[0][1], params) and (
-                plan[0][0][0] == len(self.state)):
+        if plan is not None and not _same(plan[0][1], params):
+            plan = None if uniform else self._recent_plan(index, params)
+        if plan is not None and plan[0][0][0] == len(self.state) and not (
+                uniform and plan[0][0][2]):
             (key, kept, seen), *rest = plan
             if all(map(is_, values, seen)): return  # the very same values
             if tuple(map(_signature, values)) == key[1]:  # values that differ
                 self._plans[index] = ((key, kept, values), *rest)  # harmlessly
                 return
         path = self._path(group, params)
+        apart = not uniform and self._steps_apart(path, group)
         states = [self._state_of(p, group) for p in params]
         by_key = {}
         for i, (p, s) in enumerate(zip(params, states)):
-            batch_key = (p.device, p.dtype, float(s['step']))
+            # the rule reads one step for its batch; those kernels, each one's
+            batch_key = (p.device, p.dtype, None if apart else float(s['step']))
             by_key.setdefault(batch_key, []).append((i, p, s))
         single = path == 'single'
         batches = list(by_key.values())
         if single: batches = [[m] for ms in batches for m in ms]
-        key = (len(self.state), tuple(map(_signature, values)))  # states made
+        made = [self._batch(b, len(params), apart) for b in batches]
+        key = (len(self.state), tuple(map(_signature, values)), apart)
+        old = self._plans.get(index)
+        if any(counted for _, counted in made):
+            self._recent[index] = []  # their steps moved to new counters
+        elif old is not None and not _same(old[0][1], params):
+            self._keep(index, old)  # still good, for its subset
         self._plans[index] = ((key, list(params), values), path,
-                              [self._batch(b, len(params)) for b in batches])
+                              [batch for batch, _ in made])
 
-    def _batch(self, members, n):
+    def _steps_apart(self, path, group):
+        "Whether a batch may hold tensors at different steps (a kernel reads each)."
+        if path == 'triton': return True
+        return path == 'fused' and not any(
+            group[k] for k in _TORCH_FUSED[self.rule.__name__][4])
+
+    def _recent_plan(self, index, params):
+        "The group's recent plan for this very list, made current; or None."
+        recent = self._recent.get(index, [])
+        for i, plan in enumerate(recent):
+            if _same(plan[0][1], params):
+                del recent[i]
+                self._keep(index, self._plans.get(index))
+                self._plans[index] = plan
+                return plan
+        return None
+
+    def _keep(self, index, plan, most=4):
+        "Keep a replaced plan, if its kernels let its subset step apart."
+        # (a model whose experts get no tokens at some steps has a few subsets;
+        # a plan whose batches must each be at one step is made again instead)
+        if plan is None or not plan[0][0][2]: return
+        recent = self._recent.setdefault(index, [])
+        recent.insert(0, plan)
+        del recent[most:]
+
+    def _batch(self, members, n, apart):
         "Parameters, real views, step counter and buffers of (i, param, state)s."
         # the batch's gradients are the group's at these indices (None: all)
         indices = None if len(members) == n else [i for i, _, _ in members]
         params, states = [p for _, p, _ in members], [s for *_, s in members]
         # One tensor counts the steps of the batch; each state['step'] is a view
         # of its entry, so that a step adds 1 to all of them in one operation.
-        first = states[0]['step']
-        counter = torch.full((len(states),), float(first), dtype=first.dtype,
-                             device=first.device)
-        for i, s in enumerate(states): s['step'] = counter[i]
+        # Steps that already count in other batches' counters (a subset of the
+        # parameters steps) stay there, where the kernel reads each one's.
+        steps = [s['step'] for s in states]
+        counter, counted = None, False
+        if not torch.compiler.is_compiling():  # (dynamo can't read ._base)
+            counter = _whole_counter(steps)
+        if counter is None and not (apart and all(
+                s._base is not None for s in steps)):
+            counter, counted = _counter_of(steps), True
+            for i, s in enumerate(states): s['step'] = counter[i]
+            steps = [s['step'] for s in states]
         names = self._buffer_names + ('compensation',)
         buffers = {k: [_real(s[k]) for s in states]
                    for k in names if states[0].get(k) is not None}
-        return (indices, params, [_real(p) for p in params], counter,
-                [s['step'] for s in states], buffers,
-                any(p.is_complex() for p in params))
+        return (indices, params, [_real(p) for p in params], counter, steps,
+                buffers, any(p.is_complex() for p in params)), counted
 
     def _path(self, group, params):
         "Which path steps the group: single, foreach, fused or triton."
@@ -795,7 +870,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "What keeps torch's fused kernels from the group's update, or None."
         if self.rule.__name__ not in _TORCH_FUSED:
             return f'torch has no fused kernel for {self.rule.__name__}'
-        _, _, lacks, devices = _TORCH_FUSED[self.rule.__name__]
+        _, _, lacks, devices, _ = _TORCH_FUSED[self.rule.__name__]
         if others := {p.device.type for p in params} - devices:
             return (f'torch has no fused kernel for {self.rule.__name__} on '
                     f'{sorted(others)}')
@@ -835,7 +910,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         all_grads = grads
         for indices, params, views, counter, steps, buffers, is_complex in (
                 batches):
-            counter.add_(1)
+            _count_(counter, steps)
             if compiling:  # traced: the plan's own reading of its gradients
                 grads = [p.grad for p in params]
             else:
@@ -852,11 +927,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                              {k: TensorList(v) for k, v in buffers.items()},
                              step, lr)
             else:
-                here = [t if t is None else t.to(counter.device)
+                here = [t if t is None else t.to(steps[0].device)
                         for t in (found, scale)]  # GradScaler's device
                 self._fast_update(path, group, views, grads, buffers, steps, lr,
                                   *here)
-                if found is not None: counter.sub_(here[0])  # a skipped step
+                if found is not None:  # a skipped step
+                    _count_(counter, steps, skipped=here[0])
 
     def _decay_factor(self, group, lr):
         "The factor of decoupled weight decay, θ ← factor·θ (None: no decay)."
@@ -954,9 +1030,12 @@ def _kernel_devices(op):
 
 
 # rule -> (torch's fused kernel, whether it decouples weight decay itself,
-#          the options it lacks, the devices it runs on)
+#          the options it lacks, the devices it runs on, the options with
+#          which it reads one step for all its tensors)
 _TORCH_FUSED = {
-    'sgd_direction': (_fused_sgd, False, ('ema',), _kernel_devices('_fused_sgd_')),
+    'sgd_direction': (_fused_sgd, False, ('ema',), _kernel_devices('_fused_sgd_'),
+                      ('dampening',)),
     'adagrad_direction': (_fused_adagrad, False, (),
-                          _kernel_devices('_fused_adagrad_')),
-    'adam_direction': (_fused_adam, True, (), _kernel_devices('_fused_adam_'))}
+                          _kernel_devices('_fused_adagrad_'), ()),
+    'adam_direction': (_fused_adam, True, (), _kernel_devices('_fused_adam_'),
+                       ())}

@@ -470,9 +470,10 @@ def _options(rule_name, hyper, buffers):
     return flags, numbers, state + [None] * (3 - len(state))
 
 # %% ../../nbs/91_triton_step.ipynb #2dee95fa
-# id(steps[0]) -> (a weak reference to steps[0], the plan of its list). Not a
-# WeakKeyDictionary: its lookup compares tensors with ==, and bool() of that
-# waits for the GPU (and fails inside a CUDA graph capture).
+# (id(steps[0]), len(steps)) -> (a weak reference to steps[0], the plan of its
+# list): the length tells apart subsets that start alike (parameters that skip
+# steps). Not a WeakKeyDictionary: its lookup compares tensors with ==, and
+# bool() of that waits for the GPU (and fails inside a CUDA graph capture).
 _plans = {}
 
 
@@ -483,7 +484,7 @@ def _forget(plans, key, ref):
 
 def _plan_for(params, state, compensation, steps):
     "The cached plan for these tensors, or a new one when any of them changed."
-    key = id(steps[0])
+    key = id(steps[0]), len(steps)
     held, plan = _plans.get(key, (None, None))
     if held is None or held() is not steps[0] or not plan.matches(
             params, state, compensation, steps):
