@@ -218,6 +218,25 @@ def test_table_is_cached_and_rebuilt_when_storage_moves(monkeypatch):
     assert key not in ts._plans
 
 
+
+def test_a_state_list_changed_in_place_is_noticed():
+    """`triton_step` keeps the pointer table of the lists it was given. A caller may put a new tensor into the same
+    list: the step must update the new tensor, not keep writing to the old one. (The optimizers pass tuples, which
+    can't change, so their tensors are compared only once.)"""
+    p = [torch.randn(10, device=DEVICE)]
+    state = {'exp_avg': [torch.zeros_like(p[0])]}
+    steps = [torch.zeros((), device=DEVICE)]
+    call = lambda: ts.triton_step('lion_direction', p, [torch.ones_like(p[0])], state, dict(betas=(0.9, 0.99)),
+                                  lr=0.1, steps=steps, weight_decay=0.0, decoupled=True, initial_lr=0.1,
+                                  maximize=False)
+    call()
+    old = state['exp_avg'][0]
+    kept = old.clone()
+    state['exp_avg'][0] = torch.zeros_like(p[0])     # the same list, a new tensor
+    call()
+    torch.testing.assert_close(old, kept)            # the old buffer is left alone
+    torch.testing.assert_close(state['exp_avg'][0], torch.full_like(p[0], 0.01))  # m ← β₂·0 + (1 − β₂)·1
+
 def test_kahan_compensation_matches_its_formula_and_tracks_fp32():
     "x = θ − ηu + e in fp32; θ ← round(x); e ← x − θ. Tiny steps that bf16 alone would lose add up."
     torch.manual_seed(0)

@@ -821,10 +821,12 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             for i, s in enumerate(states): s['step'] = counter[i]
             steps = [s['step'] for s in states]
         names = self._buffer_names + ('compensation',)
-        buffers = {k: [_real(s[k]) for s in states]
+        # tuples: they can't change, so the Triton step checks them only once
+        buffers = {k: tuple(_real(s[k]) for s in states)
                    for k in names if states[0].get(k) is not None}
-        return (indices, params, [_real(p) for p in params], counter, steps,
-                buffers, any(p.is_complex() for p in params)), counted
+        return (indices, tuple(params), tuple(map(_real, params)), counter,
+                tuple(steps), buffers, any(p.is_complex() for p in params)
+                ), counted
 
     def _path(self, group, params):
         "Which path steps the group: single, foreach, fused or triton."

@@ -132,7 +132,10 @@ class _Plan:
     def matches(self, params, state, compensation, steps):
         "Whether this plan was built for these tensors, at these addresses."
         lists = (params, compensation, *state)  # the caller's lists
-        if not all(map(is_, lists, self.lists)):  # else: checked last time
+        # The same tuples hold the same tensors: they can't change. A list
+        # can, in place, so its tensors are compared at every call.
+        if not (all(map(is_, lists, self.lists))
+                and all(t is None or type(t) is tuple for t in lists)):
             if not (_same(params, self.params)
                     and all(map(_same, state, self.state))
                     and _same(compensation, self.compensation)): return False
@@ -562,9 +565,9 @@ def bench_triton_step(rule_name='adam_direction', numels=(250_000,) * 200, *,
     "Time `triton_step` alone: ms per step, and bytes moved per step."
     import time
     hyper = _BENCH_HYPER[rule_name] if hyper is None else hyper
-    params = [torch.randn(n, device=device, dtype=dtype) for n in numels]
-    names = _RULES[rule_name]
-    every = {k: [torch.zeros_like(p) for p in params] for k in names}
+    params = tuple(torch.randn(n, device=device, dtype=dtype) for n in numels)
+    names = _RULES[rule_name]  # tuples, as the optimizers pass: checked once
+    every = {k: tuple(torch.zeros_like(p) for p in params) for k in names}
     state = _options(rule_name, hyper, every)[2]
     buffers = {k: s for k, s in zip(names, state) if s is not None}
     steps = [torch.zeros((), device=device) for _ in params]
