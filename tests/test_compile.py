@@ -87,7 +87,6 @@ def test_compiled_step_equals_eager_step(case, config):
     assert_all_close(detached(traced), detached(eager), rtol=1e-5, atol=1e-6)
 
 
-
 @pytest.mark.parametrize('case', CASES, ids=IDS)
 def test_compiled_and_eager_steps_mixed_with_missing_gradients(case):
     """Eagerly, torch's fused kernels read each tensor's step, so a batch may hold parameters at different steps (the
@@ -111,6 +110,7 @@ def test_compiled_and_eager_steps_mixed_with_missing_gradients(case):
         ref.step()
     assert_all_close(detached(mixed), detached(eager), rtol=1e-5, atol=1e-6)
     assert [float(opt.state[p]['step']) for p in mixed] == [float(ref.state[p]['step']) for p in eager]
+
 
 @pytest.mark.parametrize('path', [dict(foreach=False), dict(foreach=True), {}], ids=['single', 'foreach', 'default'])
 @pytest.mark.parametrize('case,config', CONFIGS)

@@ -218,7 +218,6 @@ def test_table_is_cached_and_rebuilt_when_storage_moves(monkeypatch):
     assert key not in ts._plans
 
 
-
 def test_a_state_list_changed_in_place_is_noticed():
     """`triton_step` keeps the pointer table of the lists it was given. A caller may put a new tensor into the same
     list: the step must update the new tensor, not keep writing to the old one. (The optimizers pass tuples, which
@@ -236,6 +235,7 @@ def test_a_state_list_changed_in_place_is_noticed():
     call()
     torch.testing.assert_close(old, kept)            # the old buffer is left alone
     torch.testing.assert_close(state['exp_avg'][0], torch.full_like(p[0], 0.01))  # m ← β₂·0 + (1 − β₂)·1
+
 
 def test_kahan_compensation_matches_its_formula_and_tracks_fp32():
     "x = θ − ηu + e in fp32; θ ← round(x); e ← x − θ. Tiny steps that bf16 alone would lose add up."
@@ -499,7 +499,6 @@ def test_an_eager_step_reads_nothing_back_from_the_device(monkeypatch):
         assert not read, (cls.__name__, read)
 
 
-
 @pytest.mark.parametrize('kernels', ['triton', 'torch fused'])
 def test_parameters_that_skip_steps_keep_one_launch_and_their_plans(monkeypatch, kernels):
     """An expert that gets no tokens has no gradient at that step: the parameters that step change from step to step,
@@ -548,6 +547,7 @@ def test_parameters_that_skip_steps_keep_one_launch_and_their_plans(monkeypatch,
         assert [float(opt.state[p]['step']) for p in fast] == [float(ref.state[p]['step']) for p in slow]
         for a, b in zip(fast, slow):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=cls.__name__)
+
 
 def test_module_imports_without_triton_being_imported():
     code = ('import sys, modern_updates, modern_updates.optim, modern_updates.optim.triton_step; '
