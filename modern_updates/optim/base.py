@@ -809,8 +809,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         params, states = [p for _, p, _ in members], [s for *_, s in members]
         # One tensor counts the steps of the batch; each state['step'] is a view
         # of its entry, so that a step adds 1 to all of them in one operation.
-        # Steps that already count in other batches' counters (a subset of the
-        # parameters steps) stay there, where the kernel reads each one's.
+        # When only some of the parameters step, steps that already count in a
+        # counter stay there: the kernels read each one's, wherever it is.
         steps = [s['step'] for s in states]
         counter, counted = None, False
         if not torch.compiler.is_compiling():  # (dynamo can't read ._base)
