@@ -690,9 +690,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         devices = set()
         for index, _, params, _ in work:
             if not params: continue
-            plan = self._plans.get(index)
-            if plan is None or not _same(plan[0][1], params):
-                plan = self._recent_plan(index, params)  # a subset's, kept
+            plan = self._known_plan(index, params)
             if plan is None or plan[1] not in ('fused', 'triton'): return None
             for _, members, _, _, steps, _, is_complex in plan[2]:
                 if is_complex or members[0].dtype == torch.bfloat16: return None
@@ -745,9 +743,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "The group's path and batches of tensors, kept while the same step."
         # uniform: each batch at one step, even where the kernels read each's
         values = tuple(map(group.__getitem__, self._plan_names))
-        plan = self._plans.get(index)  # ((key, params, values), path, batches)
-        if plan is not None and not _same(plan[0][1], params):
-            plan = None if uniform else self._recent_plan(index, params)
+        # ((key, params, values), path, batches); kept ones are made for kernels
+        plan = self._known_plan(index, params, kept=not uniform)
         if plan is not None and plan[0][0][0] == len(self.state) and not (
                 uniform and plan[0][0][2]):
             (key, kept, seen), *rest = plan
@@ -768,23 +765,24 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         if single: batches = [[m] for ms in batches for m in ms]
         made = [self._batch(b, len(params), apart) for b in batches]
         key = (len(self.state), tuple(map(_signature, values)), apart)
-        old = self._plans.get(index)
         if any(counted for _, counted in made):
             self._recent[index] = []  # their steps moved to new counters
-        elif old is not None and not _same(old[0][1], params):
-            self._keep(index, old)  # still good, for its subset
+        elif plan is None:  # the last plan, of other parameters, still good
+            self._keep(index, self._plans.get(index))
         self._plans[index] = ((key, list(params), values), path,
                               [batch for batch, _ in made])
 
     def _steps_apart(self, path, group):
-        "Whether a batch may hold tensors at different steps (a kernel reads each)."
+        "Whether a batch may hold tensors at different steps: kernels read each."
         if path == 'triton': return True
         return path == 'fused' and not any(
             group[k] for k in _TORCH_FUSED[self.rule.__name__][4])
 
-    def _recent_plan(self, index, params):
-        "The group's recent plan for this very list, made current; or None."
-        recent = self._recent.get(index, [])
+    def _known_plan(self, index, params, kept=True):
+        "The group's plan for this very list: its last, or a kept one (`kept`)."
+        plan = self._plans.get(index)
+        if plan is not None and _same(plan[0][1], params): return plan
+        recent = self._recent.get(index, []) if kept else []
         for i, plan in enumerate(recent):
             if _same(plan[0][1], params):
                 del recent[i]
