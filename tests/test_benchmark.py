@@ -96,7 +96,9 @@ def test_the_committed_results_file_is_what_the_protocol_computes(optimizer):
     strip = lambda rs: [{k: as_json(v) for k, v in r.items() if k != 'seconds'} for r in rs]
     def same(a, b):
         if isinstance(a, list) and isinstance(b, list): return len(a) == len(b) and all(map(same, a, b))
-        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+        if isinstance(a, float) and isinstance(b, float):  # another CPU's vector units round a little apart
+            return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(a) and math.isnan(b))
+        return a == b
     for a, b in zip(strip(ours), strip(theirs), strict=True):
         assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a), (a, b)
         assert len(b['valid_curve']) == b['epochs'] or b['diverged']  # the file has the validation curves

@@ -61,13 +61,13 @@ def test_torchs_fused_kernels_are_taken_only_where_this_torch_has_them(monkeypat
     has = torch._C._dispatch_has_kernel_for_dispatch_key
     op = {'sgd_direction': '_fused_sgd_', 'adagrad_direction': '_fused_adagrad_', 'adam_direction': '_fused_adam_'}
     for rule, entry in base._TORCH_FUSED.items():
-        assert ('cuda' in entry[3]) == has(f'aten::{op[rule]}', 'CUDA') and 'cpu' in entry[3]
+        assert ('cuda' in entry.devices) == has(f'aten::{op[rule]}', 'CUDA') and 'cpu' in entry.devices
     params = make_params()
     opt = Adagrad(params, lr=0.1)
     group = opt.param_groups[0]
     assert opt._torch_fused_gap(group, params) is None
     entry = base._TORCH_FUSED['adagrad_direction']
-    monkeypatch.setitem(base._TORCH_FUSED, 'adagrad_direction', (*entry[:3], {'cpu'}, *entry[4:]))  # no CUDA kernel
+    monkeypatch.setitem(base._TORCH_FUSED, 'adagrad_direction', entry._replace(devices={'cpu'}))  # no CUDA kernel
     on_gpu = [SimpleNamespace(device=torch.device('cuda'))]  # the device is all the check reads first
     assert opt._torch_fused_gap(group, on_gpu) == "torch has no fused kernel for adagrad_direction on ['cuda']"
 

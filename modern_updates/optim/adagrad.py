@@ -38,7 +38,11 @@ class Adagrad(UpdateRuleOptimizer):
                         eps=in_interval(0))
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, **options):
+                 initial_accumulator_value=0.0, eps=1e-10, foreach=None, *,
+                 maximize=False, differentiable=False, fused=None,
+                 capturable=False, decoupled_weight_decay=False,
+                 max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+                 kahan_summation=False, stochastic_rounding=False):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):

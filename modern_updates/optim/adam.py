@@ -31,7 +31,11 @@ class Adam(UpdateRuleOptimizer):
                         eps=in_interval(0), amsgrad=is_flag)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, amsgrad=False, **options):
+                 weight_decay=0.0, amsgrad=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False,
+                 fused=None, decoupled_weight_decay=False,
+                 max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+                 kahan_summation=False, stochastic_rounding=False):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):

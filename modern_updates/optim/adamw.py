@@ -13,8 +13,11 @@ from .base import hyper_parameters
 class AdamW(Adam):
     "Adam with decoupled weight decay θ ← θ(1 − ηλ) on: `torch.optim.AdamW`."
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=1e-2, amsgrad=False, *, decoupled_weight_decay=True,
-                 **options):
+                 weight_decay=1e-2, amsgrad=False, *, maximize=False,
+                 foreach=None, capturable=False, differentiable=False,
+                 fused=None, decoupled_weight_decay=True,
+                 max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+                 kahan_summation=False, stochastic_rounding=False):
         super().__init__(params, **hyper_parameters(locals()))
 
     def __setstate__(self, state):

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TensorList', 'in_interval', 'pair_of', 'is_flag', 'is_flag_or_none', 'one_of', 'none_or', 'is_decay_mode',
-           'check_arguments', 'hyper_parameters', 'UpdateRuleOptimizer']
+           'check_arguments', 'hyper_parameters', 'UpdateRuleOptimizer', 'FusedKernel']
 
 # %% ../../nbs/00_optimizer_base.ipynb #c64d0c9b
 import functools
@@ -257,6 +257,70 @@ def _real(t):
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def _is_dense(t):
+    "Whether `t`'s elements fill its memory without gaps or overlaps."
+    if t.is_contiguous(): return True
+    expected = 1
+    for stride, size in sorted(zip(t.stride(), t.shape)):
+        if size == 1: continue
+        if stride != expected: return False
+        expected *= size
+    return True
+
+
+def _same_layout(a, b):
+    "Whether a and b (one shape) put each element at the same memory offset."
+    return all(x == y for x, y, n in zip(a.stride(), b.stride(), a.shape)
+               if n != 1)  # a dimension of size 1 has no step to take
+
+
+def _flat_like(view, buffers):
+    "Whether a kernel may walk `view` and its state as flat, aligned memory."
+    # dense, and every state tensor of its dtype and layout (a checkpoint may
+    # bring another); the gradient is checked at each step (_in_layout)
+    return _is_dense(view) and all(
+        b.dtype == view.dtype and _same_layout(b, view) for b in buffers)
+
+
+def _layouts(views):
+    "What `_in_layout` compares gradients with: None if all are contiguous."
+    if all(map(Tensor.is_contiguous, views)): return None
+    return list(map(Tensor.stride, views))
+
+
+def _in_layout(views, grads, layouts):
+    "The gradients in their parameters' layouts: copies where they differ."
+    # (a gradient set by hand can have any layout; backward's has its
+    # parameter's). Returns the gradients and (original, copy) pairs.
+    if layouts is None:  # contiguous views: a contiguous gradient matches
+        if all(map(Tensor.is_contiguous, grads)): return grads, ()
+    elif list(map(Tensor.stride, grads)) == layouts: return grads, ()
+    grads, copies = list(grads), []
+    for i, (p, g) in enumerate(zip(views, grads)):
+        if not _same_layout(g, p):
+            grads[i] = torch.empty_like(p).copy_(g)  # p is dense: its strides
+            copies.append((g, grads[i]))
+    return grads, copies
+
+
+def _stage(views, buffers, staged):
+    "Dense copies of the `staged` views, and of their state in their layout."
+    # returns the views, the buffers and the (original, copy) pairs to write
+    views, buffers, copies = list(views), {k: list(v) for k, v in
+                                           buffers.items()}, []
+    for i in staged:
+        p = views[i]
+        if not _is_dense(p):
+            views[i] = p.contiguous()
+            copies.append((p, views[i]))
+        for state in buffers.values():
+            t = state[i]
+            if t.dtype != p.dtype or not _same_layout(t, views[i]):
+                state[i] = torch.empty_like(views[i]).copy_(t)
+                copies.append((t, state[i]))
+    return views, buffers, copies
+
+
 def _with_grads(params):
     "The parameters that have a gradient, and their gradients: one read each."
     grads = list(map(attrgetter('grad'), params))  # C loops: for 1000s of them
@@ -292,15 +356,21 @@ def _values_by_device(tensors):
 def _nonfinite_flag(grads, device):
     "A 0-d float32 flag on `device`, 1 if a value of `grads` is nan or inf."
     # grads: dense, real, on `device`, of one dtype or with no bf16 among them
-    if grads[0].dtype == torch.bfloat16:
-        # torch's check has no bf16 kernel on CUDA; a nan or inf makes the
-        # largest magnitude nan or inf, and it can't overflow
-        largest = torch.stack(torch._foreach_norm(grads, math.inf))
-        return largest.isfinite().logical_not().any().float()
-    flag = torch.zeros((), dtype=torch.float32, device=device)
-    one = torch.ones((), dtype=torch.float32, device=device)
-    torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, one)
-    return flag
+    if grads[0].dtype != torch.bfloat16:
+        flag = torch.zeros((), dtype=torch.float32, device=device)
+        one = torch.ones((), dtype=torch.float32, device=device)
+        # it writes g·1 back: a gradient that overlaps itself (expanded,
+        # set by hand) can't be written, so it is read by the norm below
+        try: torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, one)
+        except RuntimeError: pass
+        else: return flag
+    # torch's check has no bf16 kernel on CUDA; a nan or inf makes the
+    # largest magnitude nan or inf, and it can't overflow (an empty tensor
+    # has no largest)
+    grads = [g for g in grads if g.numel()]
+    if not grads: return torch.zeros((), dtype=torch.float32, device=device)
+    largest = torch.stack(torch._foreach_norm(grads, math.inf))
+    return largest.isfinite().logical_not().any().float()
 
 
 def _nonfinite_flags(tensors):
@@ -412,6 +482,22 @@ def _signature(value):
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
         return value != 0
     return value if isinstance(value, (bool, str, type(None))) else id(value)
+
+
+class _Batch(NamedTuple):
+    "Tensors of one group that step together: one rule call or kernel launch."
+    indices: list | None  # the batch's gradients: the group's at these (None: all)
+    params: tuple
+    views: tuple          # the parameters as real tensors (complex: pairs)
+    counter: Tensor | None  # the tensor whose entries are the steps, if one
+    steps: tuple          # each parameter's state['step']
+    buffers: dict         # state name: a tuple of real views, one per parameter
+    is_complex: bool
+    layouts: list | None  # the views' strides (None: all contiguous)
+    staged: tuple         # the views a kernel takes as dense copies (_stage)
+
+
+_KERNELS = ('fused', 'triton')  # the paths that launch a kernel, not the rule
 
 
 class _ReadAfter(NamedTuple):
@@ -625,7 +711,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             elif params := _with_grads(group['params'])[0]:
                 try: paths.append(self._path(group, params))
                 except (RuntimeError, ValueError): return False  # step() says
-        return bool(paths) and all(p in ('fused', 'triton') for p in paths)
+        return bool(paths) and all(p in _KERNELS for p in paths)
 
     def _amp_ready(self, work, scale, found):
         "GradScaler's flag skips the step; clipping reads unscaled gradients."
@@ -691,10 +777,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         for index, _, params, _ in work:
             if not params: continue
             plan = self._known_plan(index, params)
-            if plan is None or plan[1] not in ('fused', 'triton'): return None
-            for _, members, _, _, steps, _, is_complex in plan[2]:
-                if is_complex or members[0].dtype == torch.bfloat16: return None
-                devices.add(steps[0].device)
+            if plan is None or plan[1] not in _KERNELS: return None
+            for batch in plan[2]:
+                if batch.is_complex or batch.params[0].dtype == torch.bfloat16:
+                    return None
+                devices.add(batch.steps[0].device)
         return devices.pop() if len(devices) == 1 else None
 
     def _skips_on_device(self, params, grads):
@@ -763,7 +850,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         single = path == 'single'
         batches = list(by_key.values())
         if single: batches = [[m] for ms in batches for m in ms]
-        made = [self._batch(b, len(params), apart) for b in batches]
+        made = [self._batch(b, len(params), apart, path) for b in batches]
         key = (len(self.state), tuple(map(_signature, values)), apart)
         if any(counted for _, counted in made):
             self._recent[index] = []  # their steps moved to new counters
@@ -776,7 +863,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "Whether a batch may hold tensors at different steps: kernels read each."
         if path == 'triton': return True
         return path == 'fused' and not any(
-            group[k] for k in _TORCH_FUSED[self.rule.__name__][4])
+            group[k] for k in _TORCH_FUSED[self.rule.__name__].one_step_with)
 
     def _known_plan(self, index, params, kept=True):
         "The group's plan for this very list: its last, or a kept one (`kept`)."
@@ -800,8 +887,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         recent.insert(0, plan)
         del recent[most:]
 
-    def _batch(self, members, n, apart):
-        "Parameters, real views, step counter and buffers of (i, param, state)s."
+    def _batch(self, members, n, apart, path):
+        "The `_Batch` of (i, param, state)s that step together on `path`."
         # the batch's gradients are the group's at these indices (None: all)
         indices = None if len(members) == n else [i for i, _, _ in members]
         params, states = [p for _, p, _ in members], [s for *_, s in members]
@@ -822,9 +909,15 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         # tuples: they can't change, so the Triton step checks them only once
         buffers = {k: tuple(_real(s[k]) for s in states)
                    for k in names if states[0].get(k) is not None}
-        return (indices, tuple(params), tuple(map(_real, params)), counter,
-                tuple(steps), buffers, any(p.is_complex() for p in params)
-                ), counted
+        views = tuple(map(_real, params))
+        # torch's kernels walk each tensor as flat memory: those whose state
+        # they can't walk alike step through dense copies (_stage)
+        staged = () if path != 'fused' else tuple(
+            i for i, v in enumerate(views)
+            if not _flat_like(v, [b[i] for b in buffers.values()]))
+        return _Batch(indices, tuple(params), views, counter, tuple(steps),
+                      buffers, any(p.is_complex() for p in params),
+                      _layouts(views), staged), counted
 
     def _path(self, group, params):
         "Which path steps the group: single, foreach, fused or triton."
@@ -870,16 +963,21 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         "What keeps torch's fused kernels from the group's update, or None."
         if self.rule.__name__ not in _TORCH_FUSED:
             return f'torch has no fused kernel for {self.rule.__name__}'
-        _, _, lacks, devices, _ = _TORCH_FUSED[self.rule.__name__]
-        if others := {p.device.type for p in params} - devices:
+        kernel = _TORCH_FUSED[self.rule.__name__]
+        if others := {p.device.type for p in params} - kernel.devices:
             return (f'torch has no fused kernel for {self.rule.__name__} on '
                     f'{sorted(others)}')
         kinds = {type(p).__name__ for p in params if type(p) not in _PLAIN}
         if kinds:
             return f"torch's fused kernels take plain tensors, not {kinds}"
-        for flag in lacks:
+        for flag in kernel.lacks:
             if group[flag]:
                 return f"torch's fused kernel has no {flag}={group[flag]!r}"
+        for i, p in enumerate(params):
+            if p.dtype in kernel.wrong_dtypes.get(p.device.type, ()):
+                return (f"torch's fused kernel for {self.rule.__name__} "
+                        f'computes {p.dtype} wrongly on {p.device.type} '
+                        f'(parameter {i}, of shape {tuple(p.shape)})')
 
     def _step_group(self, index, group, params, grads, found=None,
                     scale=None):
@@ -889,15 +987,15 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             self._init_group(self.param_groups[index], index)
         else: self._plan(index, group, params)  # the list step() made
         _, path, batches = self._plans[index]
-        if compiling and path in ('fused', 'triton'):
+        if compiling and path in _KERNELS:
             path = 'foreach'  # inductor fuses the rule; those kernels are opaque
-        if found is not None and path not in ('fused', 'triton'):
+        if found is not None and path not in _KERNELS:
             # only those kernels take the flag: the rule asks the host
-            if _capturing(batches[0][1]):
+            if _capturing(batches[0].params):
                 self._refuse_capture(group['nonfinite'], path)
             if bool(found): return
             found = None
-        if scale is not None and path not in ('fused', 'triton'):
+        if scale is not None and path not in _KERNELS:
             _unscale_(grads, scale)  # the rule reads true gradients
             scale = None
         # On the host, the rules read lr and the step as numbers. Captured or
@@ -908,16 +1006,16 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                                                                'foreach')):
             lr = _as_real(lr)
         all_grads = grads
-        for indices, params, views, counter, steps, buffers, is_complex in (
-                batches):
+        for batch in batches:
+            indices, params, views, counter, steps, buffers = batch[:6]
             _count_(counter, steps)
             if compiling:  # traced: the plan's own reading of its gradients
                 grads = [p.grad for p in params]
             else:
                 grads = all_grads if indices is None else [all_grads[i]
                                                            for i in indices]
-            if is_complex: grads = [_real(g) for g in grads]
-            if path in ('single', 'foreach'):  # the kernels read the counter
+            if batch.is_complex: grads = [_real(g) for g in grads]
+            if path not in _KERNELS:  # the kernels read the counter
                 step = int(steps[0]) if on_host else counter[0]  # not an alias
             if path == 'single':
                 self._update(group, views[0], grads[0],
@@ -929,8 +1027,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
             else:
                 here = [t if t is None else t.to(steps[0].device)
                         for t in (found, scale)]  # GradScaler's device
-                self._fast_update(path, group, views, grads, buffers, steps, lr,
-                                  *here)
+                self._fast_update(path, batch, group, grads, lr, *here)
                 if found is not None:  # a skipped step
                     _count_(counter, steps, skipped=here[0])
 
@@ -961,14 +1058,15 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         elif group['stochastic_rounding']: _rounded_add_(param, direction, alpha)
         else: param.add_(direction, alpha=alpha)
 
-    def _fast_update(self, path, group, params, grads, buffers, steps, lr,
-                     found=None, scale=None):
+    def _fast_update(self, path, batch, group, grads, lr, found=None,
+                     scale=None):
         "The same update by torch's fused kernel or the one-launch Triton step."
         # found: a device flag; where it is 1, the kernels leave everything.
         # scale: GradScaler's; the kernels divide each gradient by it as read
+        params, steps, buffers = batch.views, batch.steps, batch.buffers
         hyper = {k: group[k] for k in self._hyper_names}
         decay, mode = group['weight_decay'], group['decoupled_weight_decay']
-        if path == 'triton':
+        if path == 'triton':  # it reads each tensor's layout itself
             from modern_updates.optim.triton_step import triton_step
             compensation = buffers.get('compensation')  # the plan's: not pop
             return triton_step(
@@ -980,6 +1078,11 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 stochastic_rounding=group['stochastic_rounding'], found=found,
                 grad_scale=scale)
         kernel, decouples, *_ = _TORCH_FUSED[self.rule.__name__]
+        layouts, copies = batch.layouts, []
+        if batch.staged:
+            params, buffers, copies = _stage(params, buffers, batch.staged)
+            layouts = _layouts(params)
+        grads, grad_copies = _in_layout(params, grads, layouts)
         if mode and decay != 0 and not (mode is True and decouples):
             factor = self._decay_factor(group, lr)
             if found is not None:  # a skipped step keeps θ: exactly 1
@@ -991,6 +1094,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                decoupled=bool(mode) and decay != 0,
                maximize=group['maximize'], found_inf=found, grad_scale=scale,
                **hyper)
+        if scale is not None: copies += grad_copies  # it unscaled the copies
+        for original, copy in copies: original.copy_(copy)
 
 # %% ../../nbs/00_optimizer_base.ipynb #f5a1e0b7
 def _fused_sgd(params, grads, buffers, steps, *, lr, weight_decay, decoupled,
@@ -1029,13 +1134,26 @@ def _kernel_devices(op):
     return {'cpu', 'cuda'} if on_cuda else {'cpu'}
 
 
-# rule -> (torch's fused kernel, whether it decouples weight decay itself,
-#          the options it lacks, the devices it runs on, the options with
-#          which it reads one step for all its tensors)
+class FusedKernel(NamedTuple):
+    "torch's fused kernel for a rule, and what it accepts (its contract)."
+    # Every one walks each parameter, gradient and state tensor as one block of
+    # memory, as if all had one layout: the base hands it dense tensors in their
+    # parameter's layout, copying those that are not (_stage, _in_layout).
+    step: Callable        # step(params, grads, buffers, steps, **options)
+    decouples: bool       # whether it applies decoupled weight decay itself
+    lacks: tuple          # the options it has no form of
+    devices: set          # the device types it runs on
+    one_step_with: tuple  # the options with which it reads one step for all
+    wrong_dtypes: dict    # device type: dtypes it computes wrongly, silently
+
+
+# torch 2.13's CPU _fused_sgd_ misses bf16 and fp16 updates from 16 elements
+# on (its vectorized loop), by up to the update itself; the others match
 _TORCH_FUSED = {
-    'sgd_direction': (_fused_sgd, False, ('ema',), _kernel_devices('_fused_sgd_'),
-                      ('dampening',)),
-    'adagrad_direction': (_fused_adagrad, False, (),
-                          _kernel_devices('_fused_adagrad_'), ()),
-    'adam_direction': (_fused_adam, True, (), _kernel_devices('_fused_adam_'),
-                       ())}
+    'sgd_direction': FusedKernel(
+        _fused_sgd, False, ('ema',), _kernel_devices('_fused_sgd_'),
+        ('dampening',), {'cpu': {torch.bfloat16, torch.float16}}),
+    'adagrad_direction': FusedKernel(
+        _fused_adagrad, False, (), _kernel_devices('_fused_adagrad_'), (), {}),
+    'adam_direction': FusedKernel(
+        _fused_adam, True, (), _kernel_devices('_fused_adam_'), (), {})}

@@ -25,7 +25,10 @@ class Lion(UpdateRuleOptimizer):
     hyper_checks = dict(betas=pair_of(in_interval(0, 1, high_open=True)))
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
-                 decoupled_weight_decay=True, **options):
+                 maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=True,
+                 max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+                 kahan_summation=False, stochastic_rounding=False):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):

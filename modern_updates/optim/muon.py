@@ -72,7 +72,10 @@ class Muon(UpdateRuleOptimizer):
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95,
                  nesterov=True, ns_coefficients=(3.4445, -4.7750, 2.0315),
                  eps=1e-7, ns_steps=5, adjust_lr_fn=None, *,
-                 decoupled_weight_decay=True, foreach=False, **options):
+                 decoupled_weight_decay=True, foreach=False, maximize=False,
+                 capturable=False, differentiable=False, fused=None,
+                 max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+                 kahan_summation=False, stochastic_rounding=False):
         super().__init__(params, hyper_parameters(locals()))
 
     def add_param_group(self, param_group):

@@ -31,7 +31,11 @@ class RMSprop(UpdateRuleOptimizer):
                         momentum=in_interval(0), centered=is_flag)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 momentum=0.0, centered=False, **options):
+                 momentum=0.0, centered=False, capturable=False, foreach=None,
+                 maximize=False, differentiable=False, *, fused=None,
+                 decoupled_weight_decay=False,
+                 max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+                 kahan_summation=False, stochastic_rounding=False):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):

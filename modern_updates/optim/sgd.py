@@ -35,7 +35,11 @@ class SGD(UpdateRuleOptimizer):
                         nesterov=is_flag, ema=is_flag)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0,
-                 weight_decay=0.0, nesterov=False, *, ema=False, **options):
+                 weight_decay=0.0, nesterov=False, *, maximize=False,
+                 foreach=None, differentiable=False, fused=None,
+                 capturable=False, ema=False, decoupled_weight_decay=False,
+                 max_grad_norm=None, max_grad_value=None, nonfinite='raise',
+                 kahan_summation=False, stochastic_rounding=False):
         super().__init__(params, hyper_parameters(locals()))
 
     def init_state(self, param, group):

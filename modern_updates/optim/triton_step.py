@@ -16,7 +16,7 @@ from operator import attrgetter, is_, or_
 import torch
 from torch import Tensor
 
-from .base import _same  # lists of the very same tensors
+from .base import _in_layout, _is_dense, _layouts, _same, _stage
 
 # %% ../../nbs/91_triton_step.ipynb #1caf6c7d
 _FLOATS = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
@@ -56,17 +56,6 @@ _BLOCK = 1024  # elements per program
 _ptr = Tensor.data_ptr
 
 
-def _dense(t):
-    "Whether `t`'s elements fill its memory without gaps or overlaps."
-    if t.is_contiguous(): return True
-    expected = 1
-    for stride, size in sorted(zip(t.stride(), t.shape)):
-        if size == 1: continue
-        if stride != expected: return False
-        expected *= size
-    return True
-
-
 def _aligned(addresses):
     "Whether all addresses are multiples of 16 bytes (a vector load's width)."
     return not reduce(or_, addresses, 0) & 15  # a low bit of any survives
@@ -92,7 +81,7 @@ class _Plan:
         self.device, self.dtype = params[0].device, params[0].dtype
         n = len(params)
         self.ptrs = list(map(_ptr, params))
-        self.contiguous = all(map(Tensor.is_contiguous, params))
+        self.layouts = _layouts(params)  # None: all contiguous
         # Parameters the kernel cannot read as flat memory go through copies.
         self.staged = {i for i in range(n) if not self._flat(i)}
         self.step_dtype = steps[0].dtype
@@ -126,7 +115,7 @@ class _Plan:
         "Whether parameter i and its state are dense, in one layout and dtype."
         p = self.params[i]
         state = [t[i] for t in (*self.state, self.compensation) if t]
-        return _dense(p) and all(
+        return _is_dense(p) and all(
             t.stride() == p.stride() and t.dtype == p.dtype for t in state)
 
     def matches(self, params, state, compensation, steps):
@@ -147,39 +136,35 @@ class _Plan:
         "The grads' addresses on the device, uploaded only when they move."
         # write_back: the kernel changes the gradients (it unscales them)
         ptrs = list(map(_ptr, grads))
-        if ptrs == self.grad_ptrs and not self.grads_copied:
+        # a gradient at the same address can have another layout (p.grad set
+        # by hand to a transposed view): the table holds while both match
+        grads, copies = _in_layout(self.params, grads, self.layouts)
+        if ptrs == self.grad_ptrs and not copies and not self.grads_copied:
             return self.grad_table, ()
-        self.grad_ptrs, copies, table_ptrs = ptrs, [], list(ptrs)
-        if not (self.contiguous and all(map(Tensor.is_contiguous, grads))):
-            for i, (p, g) in enumerate(zip(self.params, grads)):
-                if g.stride() == p.stride(): continue
-                copies.append((g if write_back else None,
-                               torch.empty_like(p).copy_(g)))
-                table_ptrs[i] = copies[-1][1].data_ptr()
+        self.grad_ptrs = ptrs
+        ptrs = list(map(_ptr, grads))
         self.grads_copied = bool(copies)
-        self.grads_aligned = _aligned(table_ptrs)
-        self.grad_table = _to_device(table_ptrs, self.device)
-        return self.grad_table, copies
+        self.grads_aligned = _aligned(ptrs)
+        self.grad_table = _to_device(ptrs, self.device)
+        # copies kept until the launch; written back only if it changes them
+        return self.grad_table, [(g if write_back else None, copy)
+                                 for g, copy in copies]
 
     def staged_tables(self, grads, write_back=False):
         "Tables that route odd layouts through dense copies; and the copies."
-        rows, grad_ptrs, copies = [list(r) for r in self.rows], [], []
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            ref = p if _dense(p) else p.contiguous()
-            if i in self.staged:
-                if ref is not p: copies.append((p, ref))
-                rows[i][0] = ref.data_ptr()
-                for j, t in enumerate((*self.state, self.compensation)):
-                    t = t and t[i]
-                    if t is None or (t.stride() == ref.stride()
-                                     and t.dtype == ref.dtype): continue
-                    copies.append((t, torch.empty_like(ref).copy_(t)))
-                    rows[i][1 + j] = copies[-1][1].data_ptr()
-            if g.stride() != ref.stride():
-                copy = torch.empty_like(ref).copy_(g)
-                copies.append((g if write_back else None, copy))
-                g = copy
-            grad_ptrs.append(g.data_ptr())
+        # the base's staging, as for torch's kernels: one way to do it
+        columns = {j: t for j, t in enumerate((*self.state, self.compensation))
+                   if t is not None}  # table column 1 + j
+        views, columns, copies = _stage(self.params, columns, self.staged)
+        grads, grad_copies = _in_layout(views, grads,
+                                        list(map(Tensor.stride, views)))
+        # kept until the launch; written back only if it changes them
+        copies += [(g if write_back else None, c) for g, c in grad_copies]
+        rows = [list(r) for r in self.rows]
+        for i in self.staged:
+            rows[i][0] = views[i].data_ptr()
+            for j, t in columns.items(): rows[i][1 + j] = t[i].data_ptr()
+        grad_ptrs = list(map(_ptr, grads))
         aligned = _aligned([x for r in rows for x in r[:5]] + grad_ptrs)
         table = _to_device([x for r in rows for x in r], self.device)
         return table, _to_device(grad_ptrs, self.device), copies, aligned
