@@ -52,9 +52,11 @@ def test_defaults_are_the_signature_and_the_references(row):
 
 
 def test_tables_show_every_row():
-    rules, numbers = cheat_sheet_tables(ROWS)
-    assert len(rules.splitlines()) == len(numbers.splitlines()) == len(ROWS) + 2
-    for row, rule_line, number_line in zip(ROWS, rules.splitlines()[2:], numbers.splitlines()[2:]):
+    rules, numbers, references = cheat_sheet_tables(ROWS)
+    assert len(rules.splitlines()) == len(numbers.splitlines()) == len(references.splitlines()) == len(ROWS) + 2
+    for row, rule_line, number_line, reference_line in zip(
+            ROWS, rules.splitlines()[2:], numbers.splitlines()[2:], references.splitlines()[2:]):
         assert rule_line.startswith(f"| {row['optimizer']} | {row['chapter']} |")
         assert f"| {row['bytes_per_param']:g} |" in number_line
-        assert all(f'`{key}=' in number_line for key in row['defaults'])
+        assert all(f'{key}=' in number_line for key in row['defaults'])
+        assert f"`{row['reference']}`" in reference_line
