@@ -181,7 +181,10 @@ def slider_figure(traces, frames, sliders, height=320, **layout):
                       yanchor='top', pad=dict(t=28, b=0), currentvalue=dict(prefix=f'{name} = '))
                  for i, (name, vals) in enumerate(zip(names, values))])
     fig.update_layout(**layout)  # the caller's settings win
-    data = {','.join(map(str, k)): v for k, v in frames.items()}
+    def short(v):  # 6 significant digits are plenty on screen, and keep the page small
+        if isinstance(v, float): return float(f'{v:.6g}')
+        return [short(x) for x in v] if isinstance(v, (list, tuple)) else v
+    data = {','.join(map(str, k)): [{f: short(x) for f, x in t.items()} for t in v] for k, v in frames.items()}
     keys = sorted({field for frame in frames.values() for trace in frame for field in trace})
     # On a slider's move, restyle the traces that change with the frame of the sliders' positions.
     script = ("const gd = document.getElementById('{plot_id}'), keys = %s;\n"
