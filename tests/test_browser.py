@@ -121,17 +121,22 @@ def test_glossary_page_exists(browser):
     assert GLOSSARY in order, f'{GLOSSARY} is not in nbs/_toc.yml'
     driver.get(f'{url}/{GLOSSARY}.html')
     text = driver.execute_script("return (document.querySelector('article') || document.body).innerText")
+    text = text.replace('\u2019', "'")  # the book's typographic apostrophes
     for term in ['descente de gradient', "taux d'apprentissage", 'biais', 'quantité de mouvement']:
         assert term in text, f'the glossary lacks {term!r}'
 
 
 def test_takeaways_in_french_in_every_chapter(pages, browser):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
     driver, url = browser
     chapters = [name for name, page in pages.items() if page['kind'] == 'chapter']
     missing = []
     for name in chapters:
         driver.get(f'{url}/{name}.html')
-        found = driver.execute_script("""return [...document.querySelectorAll('article details')]
-            .some(d => /À retenir/.test(d.querySelector('summary').textContent));""")
-        if not found: missing.append(name)
+        try:
+            WebDriverWait(driver, 10).until(lambda d: d.execute_script("""return [...document.querySelectorAll(
+                'article details > summary')].some(s => s.textContent.includes('À retenir (en français)'));"""))
+        except TimeoutException:
+            missing.append(name)
     assert not missing, f'chapters without their takeaways in French: {missing}'
