@@ -58,3 +58,85 @@ def test_every_toc_page_was_opened(pages):
     order, _ = book_metrics.toc_pages()
     missing = [name for name in order if name not in pages]
     assert not missing, f'pages of nbs/_toc.yml missing from the built book: {missing}'
+
+
+# The interactive figures: each page, and how many slider figures it has.
+SLIDER_FIGURES = {'01_gradient_descent': 1, '04_adam': 1, '06_gradient_clipping': 1}
+GLOSSARY = '96_glossary'
+
+# What a figure plots, as text: it changes when a slider moves the figure to another frame.
+PLOTTED_JS = "return JSON.stringify(arguments[0].data.map(t => [t.x, t.y, t.name]));"
+# Resources the page loaded from anywhere but the book's own server.
+FOREIGN_JS = """return performance.getEntriesByType('resource').map(e => e.name)
+  .filter(n => !n.startsWith(location.origin) && !n.startsWith('data:'));"""
+
+
+@pytest.fixture(scope='module')
+def browser():
+    if not (HTML / 'index.html').exists():
+        pytest.skip(f'browser test skipped: no built book in {HTML} (run `make book` first)')
+    paths = book_metrics.find_chromium()
+    if paths is None:
+        pytest.skip('browser test skipped: no Chromium and chromedriver found (apt-get install chromium chromium-driver)')
+    pytest.importorskip('selenium', reason='browser test skipped: selenium is not installed')
+    server, driver = book_metrics.serve(HTML), book_metrics.open_browser(paths)
+    driver.set_window_size(book_metrics.WIDE, 1000)
+    try:
+        yield driver, f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        driver.quit()
+        server.shutdown()
+
+
+@pytest.mark.parametrize('page', SLIDER_FIGURES)
+def test_sliders_move_their_plots(browser, page):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver, url = browser
+    driver.get(f'{url}/{page}.html')
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+        "return document.querySelectorAll('.slider-figure .js-plotly-plot .slider-rail-touch-rect').length > 0"))
+    figures = driver.find_elements(By.CSS_SELECTOR, '.slider-figure .js-plotly-plot')
+    assert len(figures) == SLIDER_FIGURES[page], f'{page}: {len(figures)} slider figures'
+    assert driver.execute_script('return typeof window.Plotly') == 'object', 'plotly.js loaded from the book'
+    for figure in figures:
+        rails = figure.find_elements(By.CSS_SELECTOR, '.slider-rail-touch-rect')
+        assert rails, 'the figure has sliders'
+        for rail in rails:
+            before = driver.execute_script(PLOTTED_JS, figure)
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", rail)
+            # a click near the rail's right end moves the slider from its middle to its last step
+            width = rail.rect['width']
+            ActionChains(driver).move_to_element_with_offset(rail, int(width / 2) - 4, 0).click().perform()
+            WebDriverWait(driver, 10).until(lambda d: d.execute_script(PLOTTED_JS, figure) != before,
+                                            message=f'{page}: moving a slider did not change the plot')
+    foreign = driver.execute_script(FOREIGN_JS)
+    assert not foreign, f'{page} loaded resources from outside the book: {foreign[:5]}'
+
+
+def test_glossary_page_exists(browser):
+    driver, url = browser
+    order, _ = book_metrics.toc_pages()
+    assert GLOSSARY in order, f'{GLOSSARY} is not in nbs/_toc.yml'
+    driver.get(f'{url}/{GLOSSARY}.html')
+    text = driver.execute_script("return (document.querySelector('article') || document.body).innerText")
+    text = text.replace('\u2019', "'")  # the book's typographic apostrophes
+    for term in ['descente de gradient', "taux d'apprentissage", 'biais', 'quantité de mouvement']:
+        assert term in text, f'the glossary lacks {term!r}'
+
+
+def test_takeaways_in_french_in_every_chapter(pages, browser):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver, url = browser
+    chapters = [name for name, page in pages.items() if page['kind'] == 'chapter']
+    missing = []
+    for name in chapters:
+        driver.get(f'{url}/{name}.html')
+        try:
+            WebDriverWait(driver, 10).until(lambda d: d.execute_script("""return [...document.querySelectorAll(
+                'article details > summary')].some(s => s.textContent.includes('À retenir (en français)'));"""))
+        except TimeoutException:
+            missing.append(name)
+    assert not missing, f'chapters without their takeaways in French: {missing}'

@@ -55,12 +55,15 @@ def convert(nb_path, out_path, skip_flags):
 
 
 def bundle_assets(src, draft=False, keep_errors=False):
-    "Ship MathJax (from the django-static-mathjax dev dependency) and the book's CSS: math renders with no CDN."
+    "Ship MathJax (from the django-static-mathjax dev dependency), plotly.js (from plotly) and the book's CSS: no CDN."
     import mathjax
     es5 = Path(mathjax.__file__).parent / 'static' / 'mathjax' / 'es5'
     unused = shutil.ignore_patterns('tex-svg*', 'tex-chtml*', 'mml-*', 'tex-mml-svg.js', 'node-main.js')
     # Not in src/_static: Jupyter Book would add a <script> tag for every .js file there.
     shutil.copytree(es5, src / '_assets' / 'mathjax', ignore=unused)
+    # plotly's own bundle, for the interactive figures (modern_updates.plotting.slider_figure loads it from _static)
+    import plotly
+    shutil.copy(Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', src / '_assets' / 'plotly.min.js')
     css = [path.name for path in sorted((NBS / '_static').glob('*.css'))]
     for name in css: shutil.copy(NBS / '_static' / name, src / '_assets' / name)
     config_path = src / '_config.yml'
