@@ -197,3 +197,27 @@ def test_a_captured_step_equals_the_rule(opt_class, data):
         return [p.detach().cpu() for p in params]
     actual = replayed(plain=False, captured=True)
     assert_equal_runs(actual, replayed(plain=True, captured=False), specs, what='captured against the eager step')
+
+
+@pytest.mark.parametrize('opt_class', OPTIMIZERS, ids=lambda c: c.__name__)
+def test_a_model_moved_to_channels_last_after_some_steps(opt_class):
+    "model.to(memory_format=channels_last) gives the parameters new data in another layout, under a plan made for the"
+    " old one and state in the old one: the step must still pair each element with its own gradient and state."
+    config = OPTIMIZERS[opt_class][0][-1]
+    torch.manual_seed(0)
+    moved = torch.nn.Conv2d(3, 4, 3)
+    kept = torch.nn.Conv2d(3, 4, 3)
+    kept.load_state_dict(moved.state_dict())
+    opt = opt_class(moved.parameters(), **config)
+    ref = opt_class(kept.parameters(), **config | dict(foreach=False))
+    x = torch.randn(2, 3, 6, 6)
+    for t in range(4):
+        if t == 2: moved.to(memory_format=torch.channels_last)
+        for model, o in ((moved, opt), (kept, ref)):
+            o.zero_grad()
+            model(x.contiguous(memory_format=torch.channels_last) if t >= 2 and model is moved else x).square().mean(
+                ).backward()
+            o.step()
+    assert not moved.weight.is_contiguous()  # the test moved it
+    for a, b in zip(moved.parameters(), kept.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

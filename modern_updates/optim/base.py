@@ -277,30 +277,45 @@ def _same_layout(a, b):
 def _flat_like(view, buffers):
     "Whether a kernel may walk `view` and its state as flat, aligned memory."
     # dense, and every state tensor of its dtype and layout (a checkpoint may
-    # bring another); the gradient is checked at each step (_in_layout)
+    # bring another); the gradient is checked at each step (_flat_for_kernel)
     return _is_dense(view) and all(
         b.dtype == view.dtype and _same_layout(b, view) for b in buffers)
 
 
 def _layouts(views):
-    "What `_in_layout` compares gradients with: None if all are contiguous."
+    "The layouts a step expects its gradients in: None if all are contiguous."
     if all(map(Tensor.is_contiguous, views)): return None
     return list(map(Tensor.stride, views))
 
 
-def _in_layout(views, grads, layouts):
+def _laid_out_as(grads, layouts):
+    "Whether the gradients have the `_layouts` of their parameters: one pass."
+    if layouts is None: return all(map(Tensor.is_contiguous, grads))
+    return list(map(Tensor.stride, grads)) == layouts
+
+
+def _in_layout(views, grads):
     "The gradients in their parameters' layouts: copies where they differ."
     # (a gradient set by hand can have any layout; backward's has its
     # parameter's). Returns the gradients and (original, copy) pairs.
-    if layouts is None:  # contiguous views: a contiguous gradient matches
-        if all(map(Tensor.is_contiguous, grads)): return grads, ()
-    elif list(map(Tensor.stride, grads)) == layouts: return grads, ()
     grads, copies = list(grads), []
     for i, (p, g) in enumerate(zip(views, grads)):
         if not _same_layout(g, p):
             grads[i] = torch.empty_like(p).copy_(g)  # p is dense: its strides
             copies.append((g, grads[i]))
     return grads, copies
+
+
+def _flat_for_kernel(views, buffers, grads, layouts, staged):
+    "Views, buffers and gradients a kernel may walk flat, and the copies made."
+    # The plan's layouts hold while the gradients match them (backward's do);
+    # any other layout, or a parameter given new data, is looked at anew.
+    if not staged and _laid_out_as(grads, layouts):
+        return views, buffers, grads, [], []
+    staged = [i for i, v in enumerate(views)
+              if not _flat_like(v, [b[i] for b in buffers.values()])]
+    views, buffers, copies = _stage(views, buffers, staged)
+    return (views, buffers, *_in_layout(views, grads), copies)
 
 
 def _stage(views, buffers, staged):
@@ -1078,11 +1093,8 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
                 stochastic_rounding=group['stochastic_rounding'], found=found,
                 grad_scale=scale)
         kernel, decouples, *_ = _TORCH_FUSED[self.rule.__name__]
-        layouts, copies = batch.layouts, []
-        if batch.staged:
-            params, buffers, copies = _stage(params, buffers, batch.staged)
-            layouts = _layouts(params)
-        grads, grad_copies = _in_layout(params, grads, layouts)
+        params, buffers, grads, grad_copies, copies = _flat_for_kernel(
+            params, buffers, grads, batch.layouts, batch.staged)
         if mode and decay != 0 and not (mode is True and decouples):
             factor = self._decay_factor(group, lr)
             if found is not None:  # a skipped step keeps θ: exactly 1
@@ -1138,7 +1150,7 @@ class FusedKernel(NamedTuple):
     "torch's fused kernel for a rule, and what it accepts (its contract)."
     # Every one walks each parameter, gradient and state tensor as one block of
     # memory, as if all had one layout: the base hands it dense tensors in their
-    # parameter's layout, copying those that are not (_stage, _in_layout).
+    # parameter's layout, copying those that are not (_flat_for_kernel).
     step: Callable        # step(params, grads, buffers, steps, **options)
     decouples: bool       # whether it applies decoupled weight decay itself
     lacks: tuple          # the options it has no form of

@@ -16,7 +16,8 @@ from operator import attrgetter, is_, or_
 import torch
 from torch import Tensor
 
-from .base import _in_layout, _is_dense, _layouts, _same, _stage
+from .base import _in_layout, _laid_out_as, _layouts
+from .base import _is_dense, _same, _stage
 
 # %% ../../nbs/91_triton_step.ipynb #1caf6c7d
 _FLOATS = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
@@ -138,7 +139,9 @@ class _Plan:
         ptrs = list(map(_ptr, grads))
         # a gradient at the same address can have another layout (p.grad set
         # by hand to a transposed view): the table holds while both match
-        grads, copies = _in_layout(self.params, grads, self.layouts)
+        copies = ()
+        if not _laid_out_as(grads, self.layouts):
+            grads, copies = _in_layout(self.params, grads)
         if ptrs == self.grad_ptrs and not copies and not self.grads_copied:
             return self.grad_table, ()
         self.grad_ptrs = ptrs
@@ -156,8 +159,7 @@ class _Plan:
         columns = {j: t for j, t in enumerate((*self.state, self.compensation))
                    if t is not None}  # table column 1 + j
         views, columns, copies = _stage(self.params, columns, self.staged)
-        grads, grad_copies = _in_layout(views, grads,
-                                        list(map(Tensor.stride, views)))
+        grads, grad_copies = _in_layout(views, grads)
         # kept until the launch; written back only if it changes them
         copies += [(g if write_back else None, c) for g, c in grad_copies]
         rows = [list(r) for r in self.rows]
