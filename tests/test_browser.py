@@ -35,6 +35,7 @@ def pages():
 RULES = {
     'mathjax': 'MathJax rendered every formula, with no error node',
     'images': 'every image loaded',
+    'alt_text': "every image's alt text says what it shows: not empty, not a file name",
     'clipped': 'no display equation is clipped at 400 px (wide ones scroll)',
     'wide_equations': 'no display equation is wider than the column at 1280 px',
     'wide_code': 'no visible code block is wider than its box at 1280 px',
@@ -140,3 +141,16 @@ def test_takeaways_in_french_in_every_chapter(pages, browser):
         except TimeoutException:
             missing.append(name)
     assert not missing, f'chapters without their takeaways in French: {missing}'
+
+
+# Each optimizer chapter shows its update rule, unfolded: the function's first line is visible code.
+RULE_FUNCTIONS = {'01_gradient_descent': 'sgd_direction', '02_adagrad': 'adagrad_direction',
+                  '03_rmsprop': 'rmsprop_direction', '04_adam': 'adam_direction', '07_lion': 'lion_direction',
+                  '13_muon': 'muon_direction', '15_schedule_free': 'schedule_free_update'}
+
+
+@pytest.mark.parametrize('page', RULE_FUNCTIONS)
+def test_rule_is_visible(pages, page):
+    shown = [first for _, _, first in pages[page]['code_block_sizes']]
+    assert any(first.startswith(f'def {RULE_FUNCTIONS[page]}(') for first in shown), \
+        f'{page}: the update rule {RULE_FUNCTIONS[page]} is not shown unfolded; visible code blocks start with {shown}'

@@ -20,6 +20,7 @@ def adagrad_direction(grad, sum, *, step, lr_decay, eps):
     return u.div_(1 + (step - 1) * lr_decay)
 
 
+# %% ../../nbs/02_adagrad.ipynb #992cedbb
 def _sparse_adagrad_direction(grad, sum, step, lr_decay, eps):
     "The same direction for a sparse gradient: only the rows it touches."
     grad = grad.coalesce()

@@ -13,15 +13,17 @@ import torch
 from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag, pair_of
 
 # %% ../../nbs/04_adam.ipynb #5d3573fb
-def adam_direction(grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, betas, eps, amsgrad):
-    "Adam's step direction u = m̂/(√v̂ + ε) (θ ← θ − η u); the moments are updated in place."
+def adam_direction(grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *,
+                   step, betas, eps, amsgrad):
+    "Adam's direction u = m̂/(√v̂ + ε) (θ ← θ − η u); updates the moments."
     beta1, beta2 = float(betas[0]), float(betas[1])
-    exp_avg.lerp_(grad, 1 - beta1)                                         # m ← β1 m + (1 − β1) g
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)           # v ← β2 v + (1 − β2) g²
-    if amsgrad: exp_avg_sq = max_exp_avg_sq.copy_(max_exp_avg_sq.maximum(exp_avg_sq))  # AMSGrad: the largest v so far
-    bias1, bias2 = 1 - beta1 ** step, 1 - beta2 ** step                    # m̂ = m / bias1, v̂ = v / bias2
-    denom = exp_avg_sq.sqrt().mul_(bias1 / bias2 ** 0.5).add_(eps * bias1)  # bias1 (√v̂ + ε)
-    return exp_avg / denom                                                 # m̂ / (√v̂ + ε)
+    exp_avg.lerp_(grad, 1 - beta1)                   # m ← β1 m + (1 − β1) g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v ← …
+    if amsgrad:                                      # the largest v so far
+        exp_avg_sq = max_exp_avg_sq.copy_(max_exp_avg_sq.maximum(exp_avg_sq))
+    bias1, bias2 = 1 - beta1 ** step, 1 - beta2 ** step  # m̂ = m / bias1, …
+    denom = exp_avg_sq.sqrt().mul_(bias1 / bias2 ** 0.5).add_(eps * bias1)
+    return exp_avg / denom                # m / (bias1 (√v̂ + ε)) = m̂/(√v̂ + ε)
 
 # %% ../../nbs/04_adam.ipynb #0cf988fa
 class Adam(UpdateRuleOptimizer):

@@ -12,11 +12,11 @@ from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, pair_of
 
 # %% ../../nbs/07_lion.ipynb #c2f559e9
 def lion_direction(grad, exp_avg, *, step, betas):
-    "Lion's step direction sign(β1 m + (1 − β1) g) (θ ← θ − η u); then the momentum `exp_avg` is updated in place."
+    "Lion's direction sign(β1 m + (1 − β1) g); then updates m in place."
     beta1, beta2 = float(betas[0]), float(betas[1])
-    direction = (exp_avg * beta1).add(grad, alpha=1 - beta1).sign_()  # sign(c), c = β1 m + (1 − β1) g
-    exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)                     # m ← β2 m + (1 − β2) g, after c
-    return direction
+    c = (exp_avg * beta1).add(grad, alpha=1 - beta1)  # c = β1 m + (1 − β1) g
+    exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)   # m ← β2 m + (1 − β2) g
+    return c.sign_()
 
 # %% ../../nbs/07_lion.ipynb #9b46ce1e
 class Lion(UpdateRuleOptimizer):

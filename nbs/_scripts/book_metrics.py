@@ -6,7 +6,7 @@ HTML_DIR defaults to _build/book/_build/html (what `make book` builds). The repo
 book: the visible code lines (folded and hidden code does not count), the longest visible code line, code blocks,
 outputs and display equations wider than their box at 1280 px, equations clipped at 400 px, how large figures are
 shown against their own size, which numbered chapters end with exercises, and anything a reader should never see
-(MathJax errors, missing images, warnings, build paths, nbdev directives). `--check` exits 1 when a rule is broken.
+(MathJax errors, missing images, images whose alt text is a file name, warnings, build paths, nbdev directives). `--check` exits 1 when a rule is broken.
 It needs selenium and a Chromium with its driver (Debian: `apt-get install chromium chromium-driver`).
 """
 import argparse
@@ -40,7 +40,7 @@ const visible = el => !el.closest('details:not([open])') && el.getClientRects().
 const px = v => { const m = /^([\d.]+)px$/.exec(v || ''); return m ? parseFloat(m[1]) : null; };
 const out = {title: (article.querySelector('h1') || {}).textContent || '', code: [], wide_code: [], wide_outputs: [],
              wide_eq: [], clipped_eq: [], figures: [], images_broken: [], math_errors: 0, math_unrendered: 0,
-             directives: [], stderr: 0, exercises: false, page_overflow: 0, folded_longest: 0};
+             directives: [], stderr: 0, exercises: false, page_overflow: 0, folded_longest: 0, bad_alts: []};
 out.title = out.title.replace(/#$/, '').trim();
 for (const pre of article.querySelectorAll('div[class*="highlight-"] pre')) {
   const inOutput = pre.closest('.cell_output') !== null;
@@ -85,9 +85,12 @@ for (const eq of article.querySelectorAll('mjx-container[display="true"]')) {
   if (!scrolls) out.clipped_eq.push(label);
 }
 out.math_errors = article.querySelectorAll('mjx-merror, .MathJax_Error').length;
+out.images = article.querySelectorAll('img').length;
 out.math_unrendered = [...article.querySelectorAll('div.math, span.math')]
   .filter(el => !el.querySelector('mjx-container')).length;
 for (const img of article.querySelectorAll('img')) {
+  const alt = (img.getAttribute('alt') || '').trim();
+  if (!alt || /\.(png|jpe?g|svg|gif)$/i.test(alt)) out.bad_alts.push(alt || img.getAttribute('src'));
   if (!(img.complete && img.naturalWidth > 0)) { out.images_broken.push(img.getAttribute('src')); continue; }
   if (!visible(img) || !img.closest('.cell_output, figure')) continue;
   const natural = px(img.style.width) || parseFloat(img.getAttribute('width')) || img.naturalWidth;
@@ -195,6 +198,7 @@ def measure(html_dir, paths=None, only=None):
                 clipped_eq_400=narrow['clipped_eq'], wide_eq_400=len(narrow['wide_eq']),
                 figure_ratios=[round(r, 3) for r in wide['figures']],
                 images_broken=sorted(set(wide['images_broken'] + narrow['images_broken'])),
+                images=wide['images'], bad_alts=wide['bad_alts'],
                 math_errors=wide['math_errors'] + narrow['math_errors'], math_unrendered=wide['math_unrendered'],
                 build_text=sorted({t for t in BUILD_TEXT if t in text}), directives=wide['directives'],
                 stderr_outputs=wide['stderr'], exercises=wide['exercises'], page_overflow_400=narrow['page_overflow'])
@@ -230,6 +234,8 @@ def summary(pages):
         chapters_without_exercises=[n for n, p in chapters.items() if not p['exercises']],
         math_errors=sum(p['math_errors'] + p['math_unrendered'] for p in pages.values()),
         images_broken=sum(len(p['images_broken']) for p in pages.values()),
+        images=sum(p['images'] for p in pages.values()),
+        bad_alts=sum(len(p['bad_alts']) for p in pages.values()),
         build_text=sum(len(p['build_text']) for p in pages.values()),
         directives=sum(len(p['directives']) for p in pages.values()),
         stderr_outputs=sum(p['stderr_outputs'] for p in pages.values()),
@@ -247,6 +253,7 @@ def failures(pages):
         found['mathjax'] = f"{s['math_errors']} MathJax error or unrendered nodes: " + \
             '; '.join(f'{n}' for n, p in pages.items() if p['math_errors'] or p['math_unrendered'])
     if s['images_broken']: found['images'] = 'images that did not load: ' + where('images_broken')
+    if s['bad_alts']: found['alt_text'] = 'images whose alt text is empty or a file name: ' + where('bad_alts')
     if s['clipped_eq_400']: found['clipped'] = 'equations clipped at 400 px: ' + where('clipped_eq_400')
     if s['wide_eq']: found['wide_equations'] = 'equations wider than the column at 1280 px: ' + where('wide_eq')
     if s['wide_code']: found['wide_code'] = 'code blocks wider than their box at 1280 px: ' + where('wide_code', len)
@@ -291,6 +298,7 @@ def report(pages):
              f"median figure display ratio at 1280 px: {s['median_figure_ratio']} over {s['figures']} figures "
              f"(smallest {s['min_figure_ratio']})",
              f"numbered chapters with an Exercises section: {s['chapters_with_exercises']} of {s['chapters']}",
+             f"images: {s['images']}, of which with an empty or file-name alt text: {s['bad_alts']}",
              f"MathJax errors: {s['math_errors']}; images not loaded: {s['images_broken']}; pages showing warnings or "
              f"build paths: {s['build_text']}; stderr outputs: {s['stderr_outputs']}; nbdev directives shown: "
              f"{s['directives']}; pages wider than a 400 px screen: {s['pages_overflowing_400']}"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from nbdev_directives import README_ONLY, split_directives, tags_for
+from nbdev_directives import README_ONLY, fig_alt, split_directives, tags_for
 
 NBS = Path(__file__).resolve().parents[1]
 ROOT = NBS.parent
@@ -33,19 +33,62 @@ class _SphinxRenderer(nbdev.showdoc.MarkdownRenderer):
     def _repr_markdown_(self): return f'**`{self.nm}`**\\n\\n' + super()._repr_markdown_()
 nbdev.showdoc.BasicMarkdownRenderer = _SphinxRenderer"""
 BIBLIOGRAPHY_PAGE = '# References\n\n```{bibliography}\n:all:\n```\n'
+# LaTeX commands of the captions, as the characters an alt text can carry
+SYMBOLS = dict(zip(
+    'alpha beta gamma delta Delta varepsilon epsilon eta theta kappa lambda mu nu rho sigma Sigma tau varphi phi psi '
+    'omega ell infty sqrt approx leq geq le ge cdot times to sim propto nabla ldots dots pm top'.split(),
+    'α β γ δ Δ ε ε η θ κ λ μ ν ρ σ Σ τ φ φ ψ ω ℓ ∞ √ ≈ ≤ ≥ ≤ ≥ · × → ~ ∝ ∇ … … ± ᵀ'.split()))
+
+
+def plain_math(tex):
+    "Inline LaTeX as plain characters: θ_t, x^2, N(0.5, 1)."
+    tex = re.sub(r'\\(?:mathcal|mathrm|mathbf|mathbb|operatorname|text|hat|bar|tilde|boldsymbol)\s*\{([^{}]*)\}', r'\1', tex)
+    tex = re.sub(r'\\([A-Za-z]+)', lambda m: SYMBOLS.get(m.group(1), ''), tex)
+    return re.sub(r'\\[,;:! ]', ' ', tex).replace('{', '').replace('}', '')
+
+
+def plain_text(markdown):
+    "A caption's Markdown and LaTeX as plain text, for an image's alt attribute."
+    text = re.sub(r'\{glue:[a-z]+\}`[^`]*`', '…', markdown)
+    text = re.sub(r'\s*\{cite[a-z:]*\}`[^`]*`', '', text)
+    text = re.sub(r'\[([^\]]*)\]\([^)]*\)', r'\1', text)                       # [text](link)
+    text = re.sub(r'\$([^$]+)\$', lambda m: plain_math(m.group(1)), text)
+    return re.sub(r'\s+', ' ', re.sub(r'[*`]', '', text)).strip()
+
+
+def caption_alt(cells, i):
+    "The caption after code cell i (the next Markdown cell, unless a heading), up to its first glued number."
+    for cell in cells[i + 1:]:
+        source = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
+        if cell['cell_type'] == 'code':
+            if 'remove-cell' in cell.get('metadata', {}).get('tags', []): continue
+            return None
+        if source.lstrip().startswith('#'): return None
+        sentences, alt = re.split(r'(?<=[.!?])\*?\s+(?=[A-Z(*])', source.strip().split('\n\n')[0]), ''
+        for k, sentence in enumerate(sentences):
+            if k and ('{glue' in sentence or len(alt) >= 60): break
+            alt += ' ' + sentence
+        return plain_text(alt) or None
+    return None
 
 
 def convert(nb_path, out_path, skip_flags):
     "Write a copy of the notebook whose code cells carry Jupyter Book tags instead of nbdev directives (README-only cells are removed)."
     nb = json.loads(nb_path.read_text(encoding='utf-8'))
-    for cell in nb['cells']:
+    alts = {}
+    for i, cell in enumerate(nb['cells']):
         source = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
         if cell['cell_type'] == 'markdown' and source.startswith(README_ONLY):
             cell.setdefault('metadata', {})['tags'] = ['remove-cell']
         if cell['cell_type'] != 'code': continue
+        alts[i] = fig_alt(source)
         directives, cell['source'] = split_directives(source)
         if tags := tags_for(directives, skip_flags):
             cell.setdefault('metadata', {})['tags'] = tags
+    # A figure's alt text says what it shows: the cell's `#| fig-alt:`, else the first sentence of its caption.
+    for i, alt in alts.items():
+        if alt := alt or caption_alt(nb['cells'], i):
+            nb['cells'][i].setdefault('metadata', {}).setdefault('mystnb', {}).setdefault('image', {})['alt'] = alt
     if any('show_doc(' in ''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code'):
         # after the install cell, so that a notebook downloaded from the book installs nbdev before this runs
         first = 1 if nb['cells'] and nb['cells'][0].get('id') == 'install-if-missing' else 0

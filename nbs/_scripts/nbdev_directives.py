@@ -21,9 +21,11 @@ TAGS = {
     ('hide_output', ''): 'remove-output',
     ('eval', 'false'): 'skip-execution',
     ('code-fold', None): 'hide-input',
-    # The package's code folds behind a toggle: show_doc shows the reader its signature.
+    # The package's code folds behind a toggle; `#| exports` (a chapter's update rule) shows it.
     ('export', None): 'hide-input',
 }
+# Tags whose cell's code the reader does not see, or that the book does not run.
+UNSEEN = {'remove-cell', 'remove-input', 'skip-execution'}
 
 
 def split_directives(source):
@@ -36,6 +38,13 @@ def split_directives(source):
     return directives, '\n'.join(lines)
 
 
+def fig_alt(source):
+    "The text of a code cell's `#| fig-alt:` directive (its figure's alt text, as in Quarto), or None."
+    directives = re.match(r'(?:\s*#\s*\|.*\n?)*', source).group(0)
+    m = re.search(r'^\s*#\s*\|\s*fig-alt\s*:\s*(.+?)\s*$', directives, re.M)
+    return m.group(1).strip('"\'') if m else None
+
+
 def tags_for(directives, skip_flags=()):
     "Jupyter Book tags for a cell's nbdev directives; cells under a test flag are not executed."
     tags = []
@@ -44,3 +53,14 @@ def tags_for(directives, skip_flags=()):
         if name in skip_flags: tag = 'skip-execution'
         if tag and tag not in tags: tags.append(tag)
     return tags
+
+
+def reader_cells(nb, skip_flags=()):
+    "(index, source) of the code cells whose code a reader of the book sees (folded or not) and the book runs."
+    cells = []
+    for i, cell in enumerate(nb['cells']):
+        if cell['cell_type'] != 'code': continue
+        source = ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
+        directives, code = split_directives(source)
+        if not UNSEEN & set(tags_for(directives, skip_flags)): cells.append((i, code))
+    return cells
