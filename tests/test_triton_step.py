@@ -354,7 +354,9 @@ def test_optimizers_fused_match_per_tensor(monkeypatch):
     from modern_updates.optim import SGD as SGDOpt, Adagrad, Adam, AdamW, Lion, RMSprop
     calls = []
     step = ts.triton_step
-    monkeypatch.setattr(ts, 'triton_step', lambda *a, **k: (calls.append(a[0]), step(*a, **k)))
+    import modern_updates.optim.base as base  # the step the base finds, as triton_step.py registered it
+    monkeypatch.setitem(base._KERNEL_STEPS, 'triton', (ts.triton_step_available,
+                                                     lambda *a, **k: (calls.append(a[0]), step(*a, **k))))
     for cls, kw in ((Adam, dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
                     (AdamW, dict(lr=1e-2, weight_decay=0.1, maximize=True)),
                     (SGDOpt, dict(lr=1e-2, momentum=0.9, nesterov=True)),

@@ -1,5 +1,6 @@
 "Part 1 of the book: optimizers, each a small update rule on one shared base."
 from .base import TensorList, UpdateRuleOptimizer
+from . import triton_step  # registers the one-launch step with the base
 from .sgd import SGD
 from .adagrad import Adagrad
 from .adam import Adam

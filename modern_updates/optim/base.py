@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TensorList', 'in_interval', 'pair_of', 'is_flag', 'is_flag_or_none', 'one_of', 'none_or', 'is_decay_mode',
-           'check_arguments', 'hyper_parameters', 'UpdateRuleOptimizer', 'FusedKernel']
+           'check_arguments', 'hyper_parameters', 'register_kernel_step', 'UpdateRuleOptimizer', 'FusedKernel']
 
 # %% ../../nbs/00_optimizer_base.ipynb #c64d0c9b
 import functools
@@ -76,8 +76,6 @@ class TensorList:
             return _Quotient(self, other)  # θ.add_(a / b) is then one addcdiv
         return self._new(torch._foreach_div, other)
     def __rsub__(self, other): return (-self).add_(other)
-    def __rtruediv__(self, other):
-        return self._new(torch._foreach_reciprocal).mul_(other)
     __radd__, __rmul__ = __add__, __mul__
 
     def add(self, other, alpha=1):
@@ -94,7 +92,6 @@ class TensorList:
     def sqrt(self): return self._new(torch._foreach_sqrt)
     def sign(self): return self._new(torch._foreach_sign)
     def abs(self): return self._new(torch._foreach_abs)
-    def clone(self): return TensorList(t.clone() for t in self.tensors)
 
     # In place: update the tensors and return self, as torch's `x.mul_(2)` does.
     def _inplace(self, op, *args, **kw):
@@ -115,8 +112,6 @@ class TensorList:
         return self._inplace(torch._foreach_addcmul_, a, b, value=value)
     def addcdiv_(self, a, b, value=1):
         return self._inplace(torch._foreach_addcdiv_, a, b, value=value)
-    def maximum_(self, other):
-        return self._inplace(torch._foreach_maximum_, other)
     def clamp_(self, min=None, max=None):
         if min is not None:
             _foreach(torch._foreach_clamp_min_, self.tensors, [min], {})
@@ -520,11 +515,18 @@ class _ReadAfter(NamedTuple):
     flag: Tensor
 
 
+_KERNEL_STEPS = {}  # name: (available(params), step), as their modules register
+
+
+def register_kernel_step(name, available, step):
+    "Make a one-launch step known to the base; its module imports the base."
+    _KERNEL_STEPS[name] = available, step
+
+
 def _triton_available(params):
-    "Whether the one-launch Triton step can update `params`."
-    try: from modern_updates.optim.triton_step import triton_step_available
-    except ImportError: return False
-    return triton_step_available(params)
+    "Whether the one-launch Triton step (optim/triton_step.py) takes `params`."
+    available, _ = _KERNEL_STEPS.get('triton', (None, None))
+    return available is not None and available(params)
 
 
 class UpdateRuleOptimizer(torch.optim.Optimizer):
@@ -1082,7 +1084,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
         hyper = {k: group[k] for k in self._hyper_names}
         decay, mode = group['weight_decay'], group['decoupled_weight_decay']
         if path == 'triton':  # it reads each tensor's layout itself
-            from modern_updates.optim.triton_step import triton_step
+            triton_step = _KERNEL_STEPS['triton'][1]
             compensation = buffers.get('compensation')  # the plan's: not pop
             return triton_step(
                 self.rule.__name__, params, grads, buffers, hyper, lr=lr,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import _in_layout, _laid_out_as, _layouts
-from .base import _is_dense, _same, _stage
+from .base import _is_dense, _same, _stage, register_kernel_step
 
 # %% ../../nbs/91_triton_step.ipynb #1caf6c7d
 _FLOATS = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
@@ -533,6 +533,9 @@ def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
         ALIGNED=aligned, BLOCK=plan.block)
     for original, copy in copies:  # write staged copies back
         if original is not None: original.copy_(copy)
+
+
+register_kernel_step('triton', triton_step_available, triton_step)
 
 # %% ../../nbs/91_triton_step.ipynb #99ddb779
 _BENCH_HYPER = {
