@@ -101,8 +101,8 @@ def make(specs, plain=False, device='cpu'):
     "The parameters of a case (as plain contiguous tensors if `plain`), with the same values every time."
     g = torch.Generator().manual_seed(0)
     params = []
-    for spec in specs:
-        values = _values(spec['shape'], spec['dtype'], g, device)
+    for spec in specs:  # a spec may name its own device: several devices in one group
+        values = _values(spec['shape'], spec['dtype'], g, spec.get('device', device))
         layout = 'contiguous' if plain else spec['layout']
         params.append(torch.nn.Parameter(_laid_out(values, layout, spec['order'])))
     return params

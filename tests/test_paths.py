@@ -153,14 +153,23 @@ def test_every_path_on_cuda_equals_the_rule(opt_class, path, data):
     from unittest import mock
     if path == 'torch fused' and opt_class not in TORCH_FUSED: return
     specs = data.draw(cases(complex_ok=True), label='parameters')
+    devices = data.draw(st.lists(st.sampled_from(['cuda', 'cuda', 'cpu']), min_size=len(specs), max_size=len(specs)),
+                        label='devices')
+    specs = [s | dict(device=d) for s, d in zip(specs, devices)]
     config = data.draw(st.sampled_from(OPTIMIZERS[opt_class][0]), label='keywords')
     keywords = config | (dict(fused=True) if path == 'torch fused' else PATHS[path])
     no_triton = mock.patch('modern_updates.optim.base._triton_available', lambda params: False)
+    kernel = _TORCH_FUSED.get(opt_class.rule.__name__)
+    if path == 'torch fused' and any(s['dtype'] in kernel.wrong_dtypes.get(s['device'], ()) for s in specs):
+        with no_triton, pytest.raises(RuntimeError, match='wrongly'):  # refused, by name
+            run(lambda ps: opt_class(groups(ps, config), **keywords), specs, device='cuda')
+        return
     with no_triton if path == 'torch fused' else contextlib.nullcontext():
         actual, *_ = run(lambda ps: opt_class(groups(ps, config), **keywords), specs, device='cuda')
         twin, *_ = run(lambda ps: opt_class(groups(ps, config), **keywords), specs, plain=True, device='cuda')
     assert_equal_runs(actual, twin, specs, arithmetic='same', what=f'{path} (cuda) on layouts and on copies')
-    rule, *_ = run(lambda ps: opt_class(groups(ps, config), **config | dict(foreach=False)), specs, plain=True)
+    on_cpu = [s | dict(device='cpu') for s in specs]
+    rule, *_ = run(lambda ps: opt_class(groups(ps, config), **config | dict(foreach=False)), on_cpu, plain=True)
     assert_equal_runs([a.cpu() for a in actual], rule, specs, what=f'{path} (cuda) against the rule (cpu)')
 
 
