@@ -271,7 +271,7 @@ def _digits_data(sizes=(1157, 320, 320)):
 
 def small_cnn(classes=10):
     "Two 3×3 convolutions, each with BatchNorm, ReLU and 2×2 max-pooling, then a hidden linear layer and the head."
-    from ..norm import BatchNorm2d
+    from modern_updates.norm import BatchNorm2d
     return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(16, 32, 3, padding=1), BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, classes))
@@ -310,7 +310,7 @@ class CharTransformer(nn.Module):
     "A character-level language model: embeddings, the package's causal Transformer, a linear head over 128 symbols."
     def __init__(self, vocab=128, context=32, d_model=32, n_layers=2, n_heads=4, placement='pre'):
         super().__init__()
-        from ..norm import Transformer
+        from modern_updates.norm import Transformer
         self.embed = nn.Embedding(vocab, d_model)
         self.position = nn.Parameter(0.02 * torch.randn(context, d_model))
         self.body = Transformer(n_layers, d_model, n_heads, placement=placement, causal=True)
