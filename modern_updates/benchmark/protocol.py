@@ -457,10 +457,10 @@ def reference_target(problem, epochs=None):
     "The validation target of `problem`: the reference run's validation metric at its last evaluation within 3/4 of its steps."
     _check_names('problem', [problem], list(REFERENCE))
     record = train_run(problem, 'AdamW', REFERENCE[problem], seed=0, epochs=epochs)
+    if record['diverged'] or not record['valid_curve']:
+        raise ValueError(f'the reference run of {problem!r} diverged: it sets no target')
     last = max(s for s, _ in record['valid_curve']) * TARGET_FRACTION
-    value = [v for s, v in record['valid_curve'] if s <= last][-1]
-    if value != value: raise ValueError(f'the reference run of {problem!r} diverged: no target')
-    return value
+    return [v for s, v in record['valid_curve'] if s <= last][-1]
 
 
 def _median(values):
