@@ -15,7 +15,7 @@ help:
 	@echo "make test-slow  nbdev_test including the cells flagged #| slow"
 	@echo "make export     give new notebooks their install cell, nbdev_export, then regenerate README.md from nbs/index.ipynb"
 	@echo "make clean-nbs  strip outputs and metadata from the notebooks (nbdev_clean)"
-	@echo "make bench      run the full optimizer benchmark (under 10 min on 2 cores), writing nbs/results/benchmark_full.json"
+	@echo "make bench      run the full optimizer benchmark on six workloads (about 6 min on 2 idle cores), writing nbs/results/benchmark_full.json"
 	@echo "make bench-speed  time one optimizer step (and the norm layers) on this machine, into nbs/results/"
 	@echo "make metrics    open the built book in Chromium at 1280 and 400 px and print what a reader sees"
 

@@ -15,6 +15,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = cfg.get('requirements', '').split()
 plot_requirements = cfg.get('plot_requirements', '').split()
+bench_requirements = cfg.get('bench_requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 license_name, license_classifier = licenses[cfg['license']]
 min_python = cfg['min_python']
@@ -41,6 +42,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=' + min_python,
     install_requires=requirements,
-    extras_require={'plot': plot_requirements, 'dev': plot_requirements + dev_requirements},
+    extras_require={'plot': plot_requirements, 'bench': bench_requirements,
+                    'dev': plot_requirements + bench_requirements + dev_requirements},
     zip_safe=False,
 )

@@ -37,10 +37,17 @@ def imported(nb):
     return names
 
 
+# Optional dependencies that the package itself imports to read a data set: import name -> (pip name, what a
+# notebook's code calls when it reads that data set).
+DATA_EXTRAS = {'sklearn': ('scikit-learn', '_digits_data')}
+
+
 def source_for(nb):
     "The install cell for this notebook: the package with its figure helpers, and what else the notebook imports."
     needs = {'modern_updates': 'modern-updates[plot]'}
     needs.update({name: pip for name, pip in EXTRAS.items() if name in imported(nb)})
+    code = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code')
+    needs.update({name: pip for name, (pip, marker) in DATA_EXTRAS.items() if marker in code})
     return TEMPLATE.format(needs=needs)
 
 
