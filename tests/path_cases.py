@@ -65,6 +65,12 @@ def cases(sparse_ok=False, complex_ok=True):
     return st.lists(tensor_specs(sparse_ok, complex_ok), min_size=1, max_size=5)
 
 
+def draw_case(data, opt_class, **kinds):
+    "A drawn case for `opt_class`: its parameter specs, and one of its keyword sets."
+    specs = data.draw(cases(**kinds), label='parameters')
+    return specs, data.draw(st.sampled_from(OPTIMIZERS[opt_class][0]), label='keywords')
+
+
 def _laid_out(values, layout, order):
     "A tensor equal to `values`, laid out in memory as `layout` says."
     if layout == 'contiguous' or values.dim() == 0: return values.clone()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modern_updates.optim.base import _TORCH_FUSED
-from path_cases import (OPTIMIZERS, SETTINGS, SPARSE, STEPS, TORCH_FUSED, gradient, assert_equal_runs, cases,
+from path_cases import (OPTIMIZERS, SETTINGS, SPARSE, STEPS, TORCH_FUSED, assert_equal_runs, draw_case, gradient,
                         groups, make, run)
 
 OPTIMIZERS_BY_NAME = {c.__name__: c for c in OPTIMIZERS}
@@ -56,8 +56,7 @@ def check_path(opt_class, path, specs, config, device_kw=None):
 def test_every_path_equals_the_rule(opt_class, path, data):
     if path == 'fused' and opt_class not in TORCH_FUSED:
         return  # no torch kernel: fused=True is refused (test below), or takes the Triton step (test_triton_paths)
-    specs = data.draw(cases(sparse_ok=opt_class in SPARSE), label='parameters')
-    config = data.draw(st.sampled_from(OPTIMIZERS[opt_class][0]), label='keywords')
+    specs, config = draw_case(data, opt_class, sparse_ok=opt_class in SPARSE)
     check_path(opt_class, path, specs, config)
 
 
@@ -152,11 +151,10 @@ def test_every_path_on_cuda_equals_the_rule(opt_class, path, data):
     "On a GPU the default is the Triton step; 'torch fused' hides Triton, so that fused=True takes torch's kernels."
     from unittest import mock
     if path == 'torch fused' and opt_class not in TORCH_FUSED: return
-    specs = data.draw(cases(complex_ok=True), label='parameters')
+    specs, config = draw_case(data, opt_class)
     devices = data.draw(st.lists(st.sampled_from(['cuda', 'cuda', 'cpu']), min_size=len(specs), max_size=len(specs)),
                         label='devices')
     specs = [s | dict(device=d) for s, d in zip(specs, devices)]
-    config = data.draw(st.sampled_from(OPTIMIZERS[opt_class][0]), label='keywords')
     keywords = config | (dict(fused=True) if path == 'torch fused' else PATHS[path])
     no_triton = mock.patch('modern_updates.optim.base._triton_available', lambda params: False)
     kernel = _TORCH_FUSED.get(opt_class.rule.__name__)
@@ -180,9 +178,9 @@ def test_every_path_on_cuda_equals_the_rule(opt_class, path, data):
 def test_a_captured_step_equals_the_rule(opt_class, data):
     "capturable=True, captured in a CUDA graph and replayed, on parameters and gradients of any layout (gradients"
     " stay at their addresses, as a captured graph needs; no gradient skips)."
+    specs, config = draw_case(data, opt_class, complex_ok=False)
     specs = [s | dict(skips=set(), grad_layout='contiguous' if s['grad_layout'] in ('expanded', 'sparse')
-                      else s['grad_layout']) for s in data.draw(cases(complex_ok=False), label='parameters')]
-    config = data.draw(st.sampled_from(OPTIMIZERS[opt_class][0]), label='keywords')
+                      else s['grad_layout']) for s in specs]
 
     def replayed(plain, captured):
         params = make(specs, plain, 'cuda')

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from path_cases import OPTIMIZERS, SETTINGS, assert_equal_runs, cases, groups, run
+from path_cases import OPTIMIZERS, SETTINGS, assert_equal_runs, draw_case, groups, run
 
 pytest.importorskip('triton')
 from modern_updates.optim.triton_step import triton_step_available  # noqa: E402
@@ -24,8 +24,7 @@ if not triton_step_available([torch.zeros(1, device=DEVICE)]):
 def test_the_triton_step_equals_the_rule(opt_class, data):
     "Real floating parameters of any layout, dtype and shape, gradients of any layout, steps skipped: one launch per"
     " device and dtype, equal to the same launch on contiguous copies (to the bit) and to the per-tensor rule."
-    specs = data.draw(cases(complex_ok=False), label='parameters')
-    config = data.draw(st.sampled_from(OPTIMIZERS[opt_class][0]), label='keywords')
+    specs, config = draw_case(data, opt_class, complex_ok=False)
     make_fused = lambda ps: opt_class(groups(ps, config), fused=True, **config)
     actual, opt, _ = run(make_fused, specs, device=DEVICE)
     assert {plan[1] for plan in opt._plans.values()} <= {'triton'}
