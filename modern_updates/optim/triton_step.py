@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import _in_layout, _laid_out_as, _layouts
-from .base import _is_dense, _same, _stage, register_kernel_step
+from .base import _flat_like, _same, _stage, register_kernel_step
 
 # %% ../../nbs/91_triton_step.ipynb #1caf6c7d
 _FLOATS = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
@@ -83,8 +83,10 @@ class _Plan:
         n = len(params)
         self.ptrs = list(map(_ptr, params))
         self.layouts = _layouts(params)  # None: all contiguous
-        # Parameters the kernel cannot read as flat memory go through copies.
-        self.staged = {i for i in range(n) if not self._flat(i)}
+        # Parameters the kernel cannot read as flat memory go through copies
+        # (the base's test, the same as for torch's kernels).
+        self.staged = {i for i in range(n) if not _flat_like(params[i], [
+            t[i] for t in (*state, compensation) if t])}
         self.step_dtype = steps[0].dtype
         if all(s.device == self.device and s.dtype == self.step_dtype
                for s in steps) and self.step_dtype in (torch.float32,
@@ -111,13 +113,6 @@ class _Plan:
                                         torch.tensor(blocks))
         self.block_tensor = owner.to(self.device)
         self.grad_ptrs, self.grad_table, self.grads_copied = None, None, True
-
-    def _flat(self, i):
-        "Whether parameter i and its state are dense, in one layout and dtype."
-        p = self.params[i]
-        state = [t[i] for t in (*self.state, self.compensation) if t]
-        return _is_dense(p) and all(
-            t.stride() == p.stride() and t.dtype == p.dtype for t in state)
 
     def matches(self, params, state, compensation, steps):
         "Whether this plan was built for these tensors, at these addresses."
