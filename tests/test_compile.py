@@ -129,8 +129,8 @@ def test_capturable_step_equals_the_default_step(case, config, path):
 @pytest.mark.parametrize('mode', ['raise', 'skip'])
 def test_a_check_inside_a_cuda_graph_capture_is_refused_by_name(mode, monkeypatch):
     "The nan/inf check waits on the host: inside a capture it would fail in CUDA, so the optimizer says what to pass."
-    import modern_updates.optim.base as base
-    monkeypatch.setattr(base, '_capturing', lambda params: True)
+    import modern_updates.optim.gradients as gradients
+    monkeypatch.setattr(gradients, '_capturing', lambda params: True)
     params = make_params()
     opt = CASES[0].ours(params, lr=0.01, nonfinite=mode)
     compute_grads(params, 0)

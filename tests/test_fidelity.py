@@ -56,20 +56,19 @@ def test_torchs_fused_kernels_are_taken_only_where_this_torch_has_them(monkeypat
     torch's kernel. (torch 2.11 does have a CUDA `_fused_adagrad_`, checked on an H200; only `torch.optim.Adagrad`
     refuses `fused=True` there. The test stands in for a torch without one.)"""
     from types import SimpleNamespace
-    import modern_updates.optim.base as base
-    from modern_updates.optim import Adagrad
+    from modern_updates.optim import Adagrad, kernels
     has = torch._C._dispatch_has_kernel_for_dispatch_key
     op = {'sgd_direction': '_fused_sgd_', 'adagrad_direction': '_fused_adagrad_', 'adam_direction': '_fused_adam_'}
-    for rule, entry in base._TORCH_FUSED.items():
-        assert ('cuda' in entry.devices) == has(f'aten::{op[rule]}', 'CUDA') and 'cpu' in entry.devices
+    for rule, entry in kernels.TORCH_FUSED.items():
+        assert ('cuda' in entry.devices) == has(f'aten::{op[rule.__name__]}', 'CUDA') and 'cpu' in entry.devices
     params = make_params()
     opt = Adagrad(params, lr=0.1)
     group = opt.param_groups[0]
-    assert opt._torch_fused_gap(group, params) is None
-    entry = base._TORCH_FUSED['adagrad_direction']
-    monkeypatch.setitem(base._TORCH_FUSED, 'adagrad_direction', entry._replace(devices={'cpu'}))  # no CUDA kernel
+    assert kernels.fused_gap(opt.rule, group, params) is None
+    entry = kernels.TORCH_FUSED[opt.rule]
+    monkeypatch.setitem(kernels.TORCH_FUSED, opt.rule, entry._replace(devices={'cpu'}))  # no CUDA kernel
     on_gpu = [SimpleNamespace(device=torch.device('cuda'))]  # the device is all the check reads first
-    assert opt._torch_fused_gap(group, on_gpu) == "torch has no fused kernel for adagrad_direction on ['cuda']"
+    assert kernels.fused_gap(opt.rule, group, on_gpu) == "torch has no fused kernel for adagrad_direction on ['cuda']"
 
 
 # ---- param groups and checkpoints ----
@@ -297,14 +296,14 @@ def test_nonfinite_skip_leaves_params_and_state_untouched_and_counts(case, clip)
 def test_capturable_skip_needs_no_host(case, clip, monkeypatch):
     """capturable=True, nonfinite='skip': torch's fused kernels (and the Triton step) take the nan/inf flag on the device,
     so nothing waits on the host; the rule's paths ask the host. Either way the run equals one without the bad batches."""
-    import modern_updates.optim.base as base
+    import modern_updates.optim.gradients as gradients
     config = case.configs[-1]
     make = lambda ps: case.ours(param_groups(ps, config['lr']), nonfinite='skip', capturable=True, **clip, **config)
     flags = []  # the found_inf each fused kernel got
     for name in ('_fused_sgd_', '_fused_adagrad_', '_fused_adam_', '_fused_adamw_'):
         kernel = getattr(torch, name)
         monkeypatch.setattr(torch, name, lambda *a, kernel=kernel, **kw: flags.append(kw['found_inf']) or kernel(*a, **kw))
-    monkeypatch.setattr(base, '_has_nonfinite', lambda ts: pytest.fail('the host check ran'))
+    monkeypatch.setattr(gradients, '_has_nonfinite', lambda ts: pytest.fail('the host check ran'))
     params, reference = make_params(), make_params()
     opt = make(params)
     train(lambda ps: opt, params, 2)
@@ -327,9 +326,9 @@ def test_capturable_skip_needs_no_host(case, clip, monkeypatch):
 @pytest.mark.parametrize('mode', ['raise', 'skip'])
 def test_with_max_grad_norm_the_norm_is_the_check(mode, monkeypatch):
     "The norm's pass finds nan and inf: no second read of the gradients, and a bad batch's gradients stay as they were."
-    import modern_updates.optim.base as base
+    import modern_updates.optim.gradients as gradients
     reads = []
-    monkeypatch.setattr(base, '_has_nonfinite', lambda ts, real=base._has_nonfinite: reads.append(1) or real(ts))
+    monkeypatch.setattr(gradients, '_has_nonfinite', lambda ts, real=gradients._has_nonfinite: reads.append(1) or real(ts))
     params = make_params()
     opt = Adam(params, lr=0.01, max_grad_norm=1.0, nonfinite=mode)
     compute_grads(params, 0)

@@ -81,7 +81,7 @@ def test_fast_paths_equal_per_tensor_path(case, config, path, monkeypatch):
     """The rule is the source of truth: the foreach path runs its very lines, bit for bit, once TensorList's
     deferred a / b is turned off; with it (θ + α·a/b as one addcdiv, as torch does) and on the fused kernels,
     the paths agree to rounding."""
-    from modern_updates.optim.base import TensorList
+    from modern_updates.optim.tensorlist import TensorList
     make = lambda kw: lambda ps: case.ours(param_groups(ps, config['lr']), **kw, **config)
     single, multi = make_params(), make_params()
     train(make(dict(foreach=False)), single, STEPS)
@@ -245,7 +245,7 @@ def _lists(seed=0):
 
 
 def test_quotient_added_in_place_is_one_addcdiv(monkeypatch):
-    from modern_updates.optim.base import TensorList
+    from modern_updates.optim.tensorlist import TensorList
     theta, a, b = _lists()
     expected = [t.addcdiv(x, y, value=-0.1) for t, x, y in zip(theta, a, b)]
     def no_division(*args, **kw): raise AssertionError('the quotient was computed')
@@ -255,7 +255,7 @@ def test_quotient_added_in_place_is_one_addcdiv(monkeypatch):
 
 
 def test_quotient_read_otherwise_is_the_division():
-    from modern_updates.optim.base import TensorList
+    from modern_updates.optim.tensorlist import TensorList
     theta, a, b = _lists()
     q = TensorList(a) / TensorList(b)
     assert len(q) == 3
@@ -267,7 +267,7 @@ def test_quotient_read_otherwise_is_the_division():
 
 def test_quotient_refuses_a_changed_operand():
     "A rule that returns a / b and then changes b would get a silently late division."
-    from modern_updates.optim.base import TensorList
+    from modern_updates.optim.tensorlist import TensorList
     theta, a, b = _lists()
     q = TensorList(a) / TensorList(b)
     TensorList(b).add_(1.0)
@@ -277,7 +277,7 @@ def test_quotient_refuses_a_changed_operand():
 
 def test_a_computed_quotient_stays_readable_when_its_operands_change():
     "Once divided, a / b no longer depends on a and b: changing them later is no error, and the quotient keeps its values."
-    from modern_updates.optim.base import TensorList
+    from modern_updates.optim.tensorlist import TensorList
     theta, a, b = _lists()
     q = TensorList(a) / TensorList(b)
     expected = [x / y for x, y in zip(a, b)]

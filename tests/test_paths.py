@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modern_updates.optim.base import _TORCH_FUSED
+from modern_updates.optim import kernels
 from path_cases import (OPTIMIZERS, SETTINGS, SPARSE, STEPS, TORCH_FUSED, assert_equal_runs, draw_case, gradient,
                         groups, make, run)
 
@@ -29,7 +29,7 @@ def check_path(opt_class, path, specs, config, device_kw=None):
         with pytest.raises((RuntimeError, ValueError), match='sparse'):
             run(lambda ps: opt_class(groups(ps, config), **keywords), specs)
         return
-    wrong = _TORCH_FUSED[opt_class.rule.__name__].wrong_dtypes.get('cpu', ()) if path == 'fused' else ()
+    wrong = kernels.TORCH_FUSED[opt_class.rule].wrong_dtypes.get('cpu', ()) if path == 'fused' else ()
     if any(s['dtype'] in wrong for s in specs):  # a kernel that would be silently wrong: refused by name
         with pytest.raises(RuntimeError, match=r'fused=True, but .* computes torch\.\w+ wrongly on cpu \(parameter'):
             run(lambda ps: opt_class(groups(ps, config), **keywords), specs)
@@ -122,8 +122,7 @@ def test_gradscaler_unscales_gradients_copied_into_their_layout(opt_class):
 ], ids=['RMSprop', 'Lion', 'SGD-ema', 'Adam-kahan', 'AdamW-rounding'])
 def test_fused_true_where_no_kernel_takes_it_is_refused_by_name(opt_class, keywords, message, monkeypatch):
     "fused=True outside every kernel's contract: refused, saying why (never a silent fallback to a wrong kernel)."
-    import modern_updates.optim.base as base
-    monkeypatch.setattr(base, '_triton_available', lambda params: False)  # as on a CPU without Triton's interpreter
+    monkeypatch.delitem(kernels.KERNEL_STEPS, 'triton', raising=False)  # as on a CPU without Triton's interpreter
     p = torch.nn.Parameter(torch.randn(3))
     p.grad = torch.randn(3)
     with pytest.raises(RuntimeError, match=f'fused=True, but .*{message}'):
@@ -156,8 +155,8 @@ def test_every_path_on_cuda_equals_the_rule(opt_class, path, data):
                         label='devices')
     specs = [s | dict(device=d) for s, d in zip(specs, devices)]
     keywords = config | (dict(fused=True) if path == 'torch fused' else PATHS[path])
-    no_triton = mock.patch('modern_updates.optim.base._triton_available', lambda params: False)
-    kernel = _TORCH_FUSED.get(opt_class.rule.__name__)
+    no_triton = mock.patch.dict(kernels.KERNEL_STEPS, clear=True)
+    kernel = kernels.TORCH_FUSED.get(opt_class.rule)
     if path == 'torch fused' and any(s['dtype'] in kernel.wrong_dtypes.get(s['device'], ()) for s in specs):
         with no_triton, pytest.raises(RuntimeError, match='wrongly'):  # refused, by name
             run(lambda ps: opt_class(groups(ps, config), **keywords), specs, device='cuda')

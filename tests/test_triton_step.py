@@ -354,9 +354,9 @@ def test_optimizers_fused_match_per_tensor(monkeypatch):
     from modern_updates.optim import SGD as SGDOpt, Adagrad, Adam, AdamW, Lion, RMSprop
     calls = []
     step = ts.triton_step
-    import modern_updates.optim.base as base  # the step the base finds, as triton_step.py registered it
-    monkeypatch.setitem(base._KERNEL_STEPS, 'triton', (ts.triton_step_available,
-                                                     lambda *a, **k: (calls.append(a[0]), step(*a, **k))))
+    from modern_updates.optim import kernels  # the step the base finds, as triton_step.py registered it
+    monkeypatch.setitem(kernels.KERNEL_STEPS, 'triton', kernels.KERNEL_STEPS['triton']._replace(
+        step=lambda *a, **k: (calls.append(a[0]), step(*a, **k))))
     for cls, kw in ((Adam, dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
                     (AdamW, dict(lr=1e-2, weight_decay=0.1, maximize=True)),
                     (SGDOpt, dict(lr=1e-2, momentum=0.9, nesterov=True)),
@@ -501,20 +501,20 @@ def test_an_eager_step_reads_nothing_back_from_the_device(monkeypatch):
         assert not read, (cls.__name__, read)
 
 
-@pytest.mark.parametrize('kernels', ['triton', 'torch fused'])
-def test_parameters_that_skip_steps_keep_one_launch_and_their_plans(monkeypatch, kernels):
+@pytest.mark.parametrize('kinds', ['triton', 'torch fused'])
+def test_parameters_that_skip_steps_keep_one_launch_and_their_plans(monkeypatch, kinds):
     """An expert that gets no tokens has no gradient at that step: the parameters that step change from step to step,
     and their step counts drift apart. The kernels read each tensor's own step, so a group still steps in one launch
     per (device, dtype). No step count is read on the host: each read waited for the GPU, once per parameter at every
     change of subset. Each subset keeps its plan, so neither the batches nor the pointer table are rebuilt at every
     step, and a skipped step (a nan) takes back only the steps of the parameters that were in it. The parameters, their
     step counts and the skipped steps equal the rule's, one tensor at a time."""
-    from modern_updates.optim import SGD as SGDOpt, Adagrad, Adam, AdamW, Lion, RMSprop, base
+    from modern_updates.optim import SGD as SGDOpt, Adagrad, Adam, AdamW, Lion, RMSprop, base, kernels, plan
     cases = [(Adam, dict(lr=1e-2, weight_decay=0.1)), (AdamW, dict(lr=1e-2)),
              (SGDOpt, dict(lr=1e-2, momentum=0.9)), (Adagrad, dict(lr=1e-2))]
-    if kernels == 'triton': cases += [(RMSprop, dict(lr=1e-2, centered=True)), (Lion, dict(lr=1e-3))]
-    else: monkeypatch.setattr(base, '_triton_available', lambda params: False)
-    fast_update, batch, table = base.UpdateRuleOptimizer._fast_update, base.UpdateRuleOptimizer._batch, ts._Plan.__init__
+    if kinds == 'triton': cases += [(RMSprop, dict(lr=1e-2, centered=True)), (Lion, dict(lr=1e-3))]
+    else: monkeypatch.delitem(kernels.KERNEL_STEPS, 'triton')
+    fast_update, batch, table = base.UpdateRuleOptimizer._kernel_step, plan.Plans._batch, ts._Plan.__init__
     for cls, kw in cases:
         torch.manual_seed(0)
         start = [torch.randn(30 + i, device=DEVICE) for i in range(6)]
@@ -529,11 +529,11 @@ def test_parameters_that_skip_steps_keep_one_launch_and_their_plans(monkeypatch,
         for t in range(4):  # the subset first, then all: every plan made once
             step(opt, fast, t)
             step(ref, slow, t)
-        assert {plan[1] for plan in opt._plans.values()} == {kernels.split()[-1]}, cls.__name__
+        assert {plan[1] for plan in opt._plans.values()} == {kinds.split()[-1]}, cls.__name__
         launches, rebuilt = [], []
-        monkeypatch.setattr(base.UpdateRuleOptimizer, '_fast_update',
+        monkeypatch.setattr(base.UpdateRuleOptimizer, '_kernel_step',
                             lambda self, *a, **k: launches.append(1) or fast_update(self, *a, **k))
-        monkeypatch.setattr(base.UpdateRuleOptimizer, '_batch', lambda self, *a: rebuilt.append('batch') or batch(self, *a))
+        monkeypatch.setattr(plan.Plans, '_batch', lambda self, *a: rebuilt.append('batch') or batch(self, *a))
         monkeypatch.setattr(ts._Plan, '__init__', lambda self, *a, **k: rebuilt.append('table') or table(self, *a, **k))
         read = spy_host_reads(monkeypatch, watched=[opt.state[p]['step'] for p in fast])
         if DEVICE == 'cuda': torch.cuda.set_sync_debug_mode('error')
@@ -542,7 +542,7 @@ def test_parameters_that_skip_steps_keep_one_launch_and_their_plans(monkeypatch,
         finally:
             if DEVICE == 'cuda': torch.cuda.set_sync_debug_mode(0)
             monkeypatch.undo()
-        if kernels != 'triton': monkeypatch.setattr(base, '_triton_available', lambda params: False)
+        if kinds != 'triton': monkeypatch.delitem(kernels.KERNEL_STEPS, 'triton')
         for t in range(4, 8): step(ref, slow, t)
         assert (len(launches), rebuilt, read) == (4, [], []), cls.__name__
         assert opt.skipped_steps == ref.skipped_steps == 1, cls.__name__

@@ -20,7 +20,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch import Tensor, nn
 
 from .batchnorm import check_floating, compute_dtype
-from ..optim.base import check_arguments, in_interval, is_flag
+from ..checks import check_arguments, in_interval, is_flag
 
 # %% ../../nbs/09_layernorm.ipynb #b7b6f824
 def scaled_rows(x, eps):

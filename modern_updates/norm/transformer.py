@@ -9,8 +9,7 @@ __all__ = ['NORMS', 'PLACEMENTS', 'one_of', 'SelfAttention', 'TransformerBlock',
 import torch.nn.functional as F
 from torch import nn
 
-from .batchnorm import is_positive_int
-from ..optim.base import check_arguments
+from ..checks import check_arguments, count_at_least
 from .layernorm import LayerNorm
 from .rmsnorm import RMSNorm
 
@@ -41,8 +40,8 @@ class TransformerBlock(nn.Module):
     "Self-attention then a feed-forward network, each in a residual branch, normalised before the branch (`'pre'`) or after the sum (`'post'`)."
     def __init__(self, d_model, n_heads, d_ff=None, *, placement='pre', norm='layernorm', causal=False, device=None, dtype=None):
         super().__init__()
-        check_arguments(type(self).__name__, d_model=(d_model, is_positive_int), n_heads=(n_heads, is_positive_int),
-                        d_ff=(d_ff, lambda v: None if v is None else is_positive_int(v)),
+        check_arguments(type(self).__name__, d_model=(d_model, count_at_least(1)), n_heads=(n_heads, count_at_least(1)),
+                        d_ff=(d_ff, lambda v: None if v is None else count_at_least(1)(v)),
                         placement=(placement, one_of(PLACEMENTS)), norm=(norm, one_of(tuple(NORMS))))
         if d_model % n_heads:
             raise ValueError(f'{type(self).__name__}: d_model={d_model} must be a multiple of n_heads={n_heads}')
@@ -70,7 +69,7 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Sequential):
     "`n_layers` Transformer blocks; with Pre-LN a final norm follows the last block, as in Xiong et al."
     def __init__(self, n_layers, d_model, n_heads, d_ff=None, *, placement='pre', norm='layernorm', causal=False, device=None, dtype=None):
-        check_arguments(type(self).__name__, n_layers=(n_layers, is_positive_int))
+        check_arguments(type(self).__name__, n_layers=(n_layers, count_at_least(1)))
         blocks = [TransformerBlock(d_model, n_heads, d_ff, placement=placement, norm=norm, causal=causal, device=device, dtype=dtype)
                   for _ in range(n_layers)]
         final = NORMS[norm](d_model, device=device, dtype=dtype) if placement == 'pre' else nn.Identity()

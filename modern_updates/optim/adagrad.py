@@ -8,7 +8,8 @@ __all__ = ['adagrad_direction', 'Adagrad']
 # %% ../../nbs/02_adagrad.ipynb #0193f967
 import torch
 
-from .base import UpdateRuleOptimizer, hyper_parameters, in_interval
+from ..checks import in_interval
+from .base import UpdateRuleOptimizer, hyper_parameters
 
 # %% ../../nbs/02_adagrad.ipynb #341fbe7a
 def adagrad_direction(grad, sum, *, step, lr_decay, eps):

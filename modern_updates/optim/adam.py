@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag, pair_of
+from ..checks import in_interval, is_flag, pair_of
+from .base import UpdateRuleOptimizer, hyper_parameters
 
 # %% ../../nbs/04_adam.ipynb #5d3573fb
 def adam_direction(grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *,

@@ -8,7 +8,8 @@ __all__ = ['lion_direction', 'Lion']
 # %% ../../nbs/07_lion.ipynb #455a8fd9
 import torch
 
-from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, pair_of
+from ..checks import in_interval, pair_of
+from .base import UpdateRuleOptimizer, hyper_parameters
 
 # %% ../../nbs/07_lion.ipynb #c2f559e9
 def lion_direction(grad, exp_avg, *, step, betas):

@@ -11,9 +11,8 @@ import math
 import torch
 from torch import nn
 
-from modern_updates.optim.base import (
-    UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag, none_or,
-    one_of)
+from ..checks import in_interval, is_flag, none_or, one_of
+from .base import UpdateRuleOptimizer, hyper_parameters
 
 # %% ../../nbs/13_muon.ipynb #afed7711
 def zeropower_newton_schulz(update, coefficients, steps, eps):

@@ -8,7 +8,8 @@ __all__ = ['rmsprop_direction', 'RMSprop']
 # %% ../../nbs/03_rmsprop.ipynb #41a58afe
 import torch
 
-from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag
+from ..checks import in_interval, is_flag
+from .base import UpdateRuleOptimizer, hyper_parameters
 
 # %% ../../nbs/03_rmsprop.ipynb #7e0f88c7
 def rmsprop_direction(grad, square_avg, momentum_buffer=None, grad_avg=None, *,

@@ -8,8 +8,8 @@ __all__ = ['schedule_free_update', 'AdamWScheduleFree']
 # %% ../../nbs/15_schedule_free.ipynb #c860853c
 import torch
 
-from .base import check_arguments, in_interval, pair_of
-from .lr_scheduler import count_at_least
+from ..checks import check_arguments, count_at_least, in_interval, pair_of
+
 
 # %% ../../nbs/15_schedule_free.ipynb #7cb41026
 def schedule_free_update(p, z, exp_avg_sq, grad, *, lr, w, betas, bias2, eps,

@@ -8,7 +8,8 @@ __all__ = ['sgd_direction', 'SGD']
 # %% ../../nbs/01_gradient_descent.ipynb #2e40efd4
 import torch
 
-from .base import UpdateRuleOptimizer, hyper_parameters, in_interval, is_flag
+from ..checks import in_interval, is_flag
+from .base import UpdateRuleOptimizer, hyper_parameters
 
 # %% ../../nbs/01_gradient_descent.ipynb #ba94f7a4
 def sgd_direction(grad, momentum_buffer=None, *, step, momentum, dampening,

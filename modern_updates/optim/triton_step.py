@@ -16,8 +16,15 @@ from operator import attrgetter, is_, or_
 import torch
 from torch import Tensor
 
-from .base import _in_layout, _laid_out_as, _layouts
-from .base import _flat_like, _same, _stage, register_kernel_step
+from .adagrad import adagrad_direction
+from .adam import adam_direction
+from modern_updates.optim.kernels import (
+    KernelStep, _flat_like, _in_layout, _laid_out_as, _layouts, _stage,
+    register_kernel_step)
+from .lion import lion_direction
+from .plan import _same
+from .rmsprop import rmsprop_direction
+from .sgd import sgd_direction
 
 # %% ../../nbs/91_triton_step.ipynb #1caf6c7d
 _FLOATS = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
@@ -530,7 +537,12 @@ def triton_step(rule_name, params, grads, buffers, hyper, *, lr, steps,
         if original is not None: original.copy_(copy)
 
 
-register_kernel_step('triton', triton_step_available, triton_step)
+# bound to the rule functions themselves: a rule of another name never matches
+register_kernel_step('triton', KernelStep(
+    triton_step_available, triton_step,
+    {rule: rule.__name__ for rule in (sgd_direction, adagrad_direction,
+                                      rmsprop_direction, adam_direction,
+                                      lion_direction)}))
 
 # %% ../../nbs/91_triton_step.ipynb #99ddb779
 _BENCH_HYPER = {
