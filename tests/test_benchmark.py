@@ -233,3 +233,38 @@ def test_existing_optimizers_are_unchanged_by_the_wrapper():
     with pytest.raises(ValueError, match="unknown optimizer 'Shampoo'; known optimizers: SGD"):
         make_optimizer('Shampoo', task)
     with pytest.raises(ValueError, match="unknown optimizer 'muon'"): sample_hparams('muon', torch.Generator())
+
+
+def _benchmark_imports():
+    "The modules of modern_updates.benchmark that each of its modules imports (anywhere in it, functions included)."
+    import ast
+    from pathlib import Path
+    import modern_updates.benchmark as package
+    folder = Path(package.__file__).parent
+    modules = {path.stem for path in folder.glob('*.py')}
+    graph = {}
+    for name in modules:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f'{name}.py').read_text(encoding='utf-8'))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:  # from .x import y, from . import x
+                    found |= {node.module.split('.')[0]} if node.module else {a.name for a in node.names}
+                elif node.level == 0 and (node.module or '').startswith('modern_updates.benchmark'):
+                    rest = node.module.removeprefix('modern_updates.benchmark').lstrip('.')
+                    found |= {rest.split('.')[0]} if rest else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split('.')[2] for a in node.names if a.name.startswith('modern_updates.benchmark.')}
+        graph[name] = found & modules
+    return graph
+
+
+def test_speed_benchmarks_import_one_way():
+    "speed imports norm_speed, both import the timing helpers from timing, and no import leads back: no cycle."
+    graph = _benchmark_imports()
+    assert 'timing' in graph['speed'] and 'timing' in graph['norm_speed'] and 'norm_speed' in graph['speed']
+    assert 'speed' not in graph['norm_speed'] and not graph['timing'] & {'speed', 'norm_speed'}
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start])
+    assert not [name for name in graph if reaches(name, name)], graph
+    from modern_updates.benchmark import norm_speed, speed, timing
+    assert speed.copy_bandwidth is timing.copy_bandwidth is norm_speed.copy_bandwidth
