@@ -16,7 +16,7 @@ help:
 	@echo "make export     give new notebooks their install cell, nbdev_export, then regenerate README.md from nbs/index.ipynb"
 	@echo "make clean-nbs  strip outputs and metadata from the notebooks (nbdev_clean)"
 	@echo "make bench      run the full optimizer benchmark on six workloads (about 6 min on 2 idle cores), writing nbs/results/benchmark_full.json"
-	@echo "make bench-speed  time one optimizer step (and the norm layers) on this machine, into nbs/results/"
+	@echo "make bench-speed  time one optimizer step against torch (and the norm layers; on a GPU, a GPT-2-small training iteration) on this machine, into nbs/results/"
 	@echo "make metrics    open the built book in Chromium at 1280 and 400 px and print what a reader sees"
 
 $(STAMP): setup.py settings.ini constraints-dev.txt

@@ -1,6 +1,7 @@
 "The benchmark: deterministic problems, DeepOBS's quadratic_deep spectrum, the protocol, the records, bad names."
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -233,3 +234,83 @@ def test_existing_optimizers_are_unchanged_by_the_wrapper():
     with pytest.raises(ValueError, match="unknown optimizer 'Shampoo'; known optimizers: SGD"):
         make_optimizer('Shampoo', task)
     with pytest.raises(ValueError, match="unknown optimizer 'muon'"): sample_hparams('muon', torch.Generator())
+
+
+def _benchmark_imports():
+    "The modules of modern_updates.benchmark that each of its modules imports (anywhere in it, functions included)."
+    import ast
+    from pathlib import Path
+    import modern_updates.benchmark as package
+    folder = Path(package.__file__).parent
+    modules = {path.stem for path in folder.glob('*.py')}
+    graph = {}
+    for name in modules:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f'{name}.py').read_text(encoding='utf-8'))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:  # from .x import y, from . import x
+                    found |= {node.module.split('.')[0]} if node.module else {a.name for a in node.names}
+                elif node.level == 0 and (node.module or '').startswith('modern_updates.benchmark'):
+                    rest = node.module.removeprefix('modern_updates.benchmark').lstrip('.')
+                    found |= {rest.split('.')[0]} if rest else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split('.')[2] for a in node.names if a.name.startswith('modern_updates.benchmark.')}
+        graph[name] = found & modules
+    return graph
+
+
+def test_speed_benchmarks_import_one_way():
+    "speed imports norm_speed, both import the timing helpers from timing, and no import leads back: no cycle."
+    graph = _benchmark_imports()
+    assert 'timing' in graph['speed'] and 'timing' in graph['norm_speed'] and 'norm_speed' in graph['speed']
+    assert 'speed' not in graph['norm_speed'] and not graph['timing'] & {'speed', 'norm_speed'}
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start])
+    assert not [name for name in graph if reaches(name, name)], graph
+    from modern_updates.benchmark import norm_speed, speed, timing
+    assert speed.copy_bandwidth is timing.copy_bandwidth is norm_speed.copy_bandwidth
+
+
+def test_default_settings_are_compared_with_torch_s_default_and_fastest(capsys):
+    "torch's default, foreach and fused steps are timed beside ours; the summary prints the ratios with the targets."
+    from modern_updates.benchmark import speed
+    rows, _ = speed.run('cpu', shapes=[(200, 50), (20, 50)], names=['SGD', 'RMSprop'], steps=1, rounds=1)
+    assert len(rows) == 8
+    for r in rows:
+        variants = [r['torch_default_ms'], r['torch_foreach_ms']] + ([r['torch_fused_ms']] if r['optimizer'] == 'SGD' else [])
+        assert all(t > 0 for t in variants) and r['torch_fastest_ms'] == min(variants)
+        assert (r['torch_fused_ms'] is None) == (r['optimizer'] == 'RMSprop')  # torch's RMSprop has no fused step
+        assert r['torch_fastest'] in {'torch default', 'torch foreach', 'torch fused'}
+        assert math.isclose(r['ratio_vs_torch_default'], r['ours_ms'] / r['torch_default_ms'])
+        assert math.isclose(r['ratio_vs_torch_fastest'], r['ours_ms'] / r['torch_fastest_ms'])
+        assert math.isclose(r['unchecked_ratio_vs_torch_fastest'], r['ours_unchecked_ms'] / r['torch_fastest_ms'])
+    lion = dict(rows[0], optimizer='Lion')
+    for key in [k for k in lion if k.startswith(('torch_', 'ratio_vs_torch', 'unchecked_ratio_vs_torch'))]: del lion[key]
+    speed._print_summary(rows + [lion], 'cpu')
+    out = capsys.readouterr().out
+    assert 'default settings against torch' in out and 'Lion: not in this summary' in out
+    assert '200x50, gradients kept' in out and '20x50, gradients replaced' in out
+    verdicts = re.findall(r'\d\.\d\d (PASS|over)', out)
+    assert len(verdicts) == 2 * 2 * 3  # 200 tensors: three targets for each optimizer and gradient mode; none at 20
+
+
+def test_training_iteration_on_a_tiny_gpt():
+    "The iteration benchmark's code on the CPU: both optimizers train their copy, and the same way."
+    from modern_updates.benchmark import speed
+    tiny = dict(n_layers=2, d_model=64, n_heads=4, vocab=256, context=32, batch=4, warmup=1, rounds=2, iterations=2)
+    r = speed.time_iteration('cpu', tiny)
+    assert r['ours_ms'] > 0 and r['reference_ms'] > 0 and r['ratio_vs_reference'] > 0
+    assert r['parameters'] == 256 * 64 + 32 * 64 + 2 * (12 * 64 * 64 + 13 * 64) + 2 * 64  # the head is tied
+    assert r['ours_loss'] < r['initial_loss'] - 0.1 and r['weight_change'] > 1e-3  # 6 steps on one batch
+    assert math.isclose(r['ours_loss'], r['reference_loss'], rel_tol=1e-3)
+    assert r['weight_difference'] < 1e-2 * r['weight_change']  # AdamW is AdamW
+
+
+def test_iteration_benchmark_needs_a_gpu(tmp_path, capsys, monkeypatch):
+    "On the CPU `main` skips the iteration, saying so, and writes no `iteration` entry."
+    from modern_updates.benchmark import norm_speed, speed
+    monkeypatch.setattr(speed, 'run', lambda device, shapes: ([], 1e9))
+    monkeypatch.setattr(norm_speed, 'run', lambda device, quick: [])
+    speed.main(['--device', 'cpu', '--quick', '--out', str(tmp_path / 'speed.json')])
+    assert 'skipped, it needs a GPU' in capsys.readouterr().out
+    assert 'iteration' not in json.loads((tmp_path / 'speed.json').read_text())

@@ -16,7 +16,7 @@ import time
 import torch
 from torch import nn
 
-from .speed import copy_bandwidth
+from .timing import copy_bandwidth
 from ..norm import BatchNorm2d, LayerNorm, RMSNorm
 
 # %% ../../nbs/94_norm_speed.ipynb #0e2a0004
@@ -69,7 +69,7 @@ def timed(device):
 
 @functools.cache
 def _bytes_per_ms(device):
-    "Copy bandwidth of `device`, measured once by the optimizer benchmark's probe."
+    "Copy bandwidth of `device`, measured once by the probe the optimizer benchmark uses too."
     return copy_bandwidth(torch.device(device)) / 1e3
 
 
