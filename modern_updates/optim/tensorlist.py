@@ -117,7 +117,7 @@ class TensorList(_InPlace):
     def sign(self): return self._new(torch._foreach_sign)
     def abs(self): return self._new(torch._foreach_abs)
 
-# %% ../../nbs/00b_tensorlist.ipynb #0b2d1d11
+# %% ../../nbs/00b_tensorlist.ipynb #5393bae5
 class _Quotient(TensorList):
     "a / b, divided only when read: `θ.add_(a / b, alpha=α)` is one addcdiv."
     # torch's own foreach steps end in an addcdiv: one pass over memory
