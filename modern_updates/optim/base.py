@@ -51,6 +51,19 @@ def hyper_parameters(signature_locals):
     return named | signature_locals.get('options', {})
 
 # %% ../../nbs/00_optimizer_base.ipynb #dca054a0
+def _read_rule(cls):
+    "A subclass's state buffers and hyper-parameters, from its rule."
+    sig = inspect.signature(cls.rule).parameters.values()
+    cls._buffer_names = tuple(
+        p.name for p in sig if p.kind == p.POSITIONAL_OR_KEYWORD)[1:]
+    cls._hyper_names = tuple(
+        p.name for p in sig if p.kind == p.KEYWORD_ONLY and p.name != 'step')
+    # the values that decide a group's path and state (appendix D)
+    cls._plan_names = cls._hyper_names + (
+        'foreach', 'fused', 'weight_decay', 'decoupled_weight_decay',
+        'kahan_summation', 'stochastic_rounding')
+
+# %% ../../nbs/00_optimizer_base.ipynb #5530bfc8
 class UpdateRuleOptimizer(torch.optim.Optimizer):
     """A `torch.optim.Optimizer` defined by an update rule. A subclass gives:
 
@@ -98,41 +111,6 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     @property
     def _checks(self): return self.common_checks | self.hyper_checks
 
-# %% ../../nbs/00_optimizer_base.ipynb #8c674742
-def _read_rule(cls):
-    "A subclass's state buffers and hyper-parameters, from its rule."
-    sig = inspect.signature(cls.rule).parameters.values()
-    cls._buffer_names = tuple(
-        p.name for p in sig if p.kind == p.POSITIONAL_OR_KEYWORD)[1:]
-    cls._hyper_names = tuple(
-        p.name for p in sig if p.kind == p.KEYWORD_ONLY and p.name != 'step')
-    # the values that decide a group's path and state (appendix D)
-    cls._plan_names = cls._hyper_names + (
-        'foreach', 'fused', 'weight_decay', 'decoupled_weight_decay',
-        'kahan_summation', 'stochastic_rounding')
-
-# %% ../../nbs/00_optimizer_base.ipynb #0d7ebada
-def _immutable(value):
-    "Whether `value` can't change in place, so that its identity vouches for it."
-    if type(value) is tuple: return all(map(_immutable, value))
-    return type(value) in (bool, int, float, str, type(None))
-
-
-def _recheck(self, index, group):
-    "At a step, check again the values that changed since they passed."
-    names = tuple(self._checks)
-    values = tuple(map(group.__getitem__, names))
-    passed = self._passed.get(index)  # (group, values, all immutable)
-    only = None
-    if passed is not None and passed[0] is group:
-        if passed[2] and all(map(is_, values, passed[1])): return
-        only = [k for k, v, old in zip(names, values, passed[1])
-                if v is not old or not _immutable(v)]
-    self._check_group(group, stepping=True, only=only)
-    self._passed[index] = (group, values, all(map(_immutable, values)))
-
-UpdateRuleOptimizer._recheck = _recheck
-
 # %% ../../nbs/00_optimizer_base.ipynb #2c610136
 def _check_group(self, group, stepping=False, only=None):
     "Check a group's values (`only`: just these, and the joint checks)."
@@ -156,22 +134,25 @@ def _check_group(self, group, stepping=False, only=None):
 
 UpdateRuleOptimizer._check_group = _check_group
 
-# %% ../../nbs/00_optimizer_base.ipynb #12a4a7e2
+# %% ../../nbs/00_optimizer_base.ipynb #09df4e53
 def add_param_group(self, param_group):
     name = type(self).__name__
     if not isinstance(param_group, dict):
         raise TypeError(f'{name}: a param group must be a dict, got '
                         f'{type(param_group).__name__}')
-    torch.optim.Optimizer.add_param_group(self, param_group)  # keeps extras
-    group = self.param_groups[-1]
-    group.setdefault('skipped_steps', 0)
-    self._check_group(group)
     for key in self.optimizer_wide:
-        if group[key] != self.defaults[key]:
+        if key in param_group and param_group[key] != self.defaults[key]:
             raise ValueError(
                 f'{name}: {key} applies to all gradients at once; set it '
                 'when creating the optimizer, not in a param group (got '
-                f'{key}={group[key]!r})')
+                f'{key}={param_group[key]!r})')
+    torch.optim.Optimizer.add_param_group(self, param_group)  # keeps extras
+    group = self.param_groups[-1]
+    group.setdefault('skipped_steps', 0)
+    try: self._check_group(group)
+    except Exception:  # a refused group is not kept
+        self.param_groups.pop()
+        raise
     self._plans.clear()
 
 
@@ -198,7 +179,29 @@ UpdateRuleOptimizer.skipped_steps = property(  # on the device too
     lambda self: int(self.param_groups[0]['skipped_steps']),
     doc="How many steps `nonfinite='skip'` skipped (saved with the groups).")
 
-# %% ../../nbs/00_optimizer_base.ipynb #244d490a
+# %% ../../nbs/00_optimizer_base.ipynb #3b82ff66
+def _immutable(value):
+    "Whether `value` can't change in place, so that its identity vouches for it."
+    if type(value) is tuple: return all(map(_immutable, value))
+    return type(value) in (bool, int, float, str, type(None))
+
+
+def _recheck(self, index, group):
+    "At a step, check again the values that changed since they passed."
+    names = tuple(self._checks)
+    values = tuple(map(group.__getitem__, names))
+    passed = self._passed.get(index)  # (group, values, all immutable)
+    only = None
+    if passed is not None and passed[0] is group:
+        if passed[2] and all(map(is_, values, passed[1])): return
+        only = [k for k, v, old in zip(names, values, passed[1])
+                if v is not old or not _immutable(v)]
+    self._check_group(group, stepping=True, only=only)
+    self._passed[index] = (group, values, all(map(_immutable, values)))
+
+UpdateRuleOptimizer._recheck = _recheck
+
+# %% ../../nbs/00_optimizer_base.ipynb #4b00e538
 def _scalar_dtype():
     "The dtype of `state['step']`: float64 under a float64 default, as torch's."
     if torch.get_default_dtype() == torch.float64: return torch.float64
@@ -224,7 +227,97 @@ def _state_of(self, param, group):
 
 UpdateRuleOptimizer._state_of = _state_of
 
-# %% ../../nbs/00_optimizer_base.ipynb #3b82ff66
+# %% ../../nbs/00_optimizer_base.ipynb #a20173e9
+def _decay_factor(self, group, lr):
+    "The factor of decoupled weight decay, θ ← factor·θ (None: no decay)."
+    decay, mode = group['weight_decay'], group['decoupled_weight_decay']
+    if decay == 0 or not mode: return None
+    if mode == 'schedule':                   # paper: θ(1 − (η_t/η_0) λ)
+        return 1 - lr / _as_real(group.get('initial_lr', lr)) * decay
+    return 1 - lr * decay                    # torch: θ(1 − ηλ)
+
+
+def _update(self, group, param, grad, buffers, step, lr):
+    "θ ← θ − η·rule(g), after maximize and weight decay; tensor or list."
+    decay = group['weight_decay']
+    if group['maximize']: grad = -grad
+    if decay != 0 and not group['decoupled_weight_decay']:
+        grad = grad.add(param, alpha=decay)                 # L2: g + λθ
+    if (factor := self._decay_factor(group, lr)) is not None:
+        param.mul_(factor)                                  # decoupled
+    hyper = {k: group[k] for k in self._hyper_names}
+    compensation = buffers.pop('compensation', None)
+    direction = self.rule(grad, **buffers, step=step, **hyper)   # u_t
+    alpha = -lr
+    if isinstance(lr, Tensor):  # torch's alpha= takes numbers only
+        direction, alpha = direction.mul(lr), -1
+    if compensation is not None:
+        kahan_add_(param, direction, alpha, compensation)
+    elif group['stochastic_rounding']:
+        add_stochastically_rounded_(param, direction, alpha)
+    else: param.add_(direction, alpha=alpha)                # θ − η u_t
+
+UpdateRuleOptimizer._decay_factor = _decay_factor
+UpdateRuleOptimizer._update = _update
+
+# %% ../../nbs/00_optimizer_base.ipynb #84f9c015
+def _rule_step(self, path, batch, group, grads, lr, on_host):
+    step = int(batch.steps[0]) if on_host else batch.counter[0]  # not an alias
+    if path == 'single':
+        self._update(group, batch.views[0], grads[0],
+                     {k: v[0] for k, v in batch.buffers.items()}, step, lr)
+    else:
+        self._update(group, TensorList(batch.views), TensorList(grads),
+                     {k: TensorList(v) for k, v in batch.buffers.items()},
+                     step, lr)
+
+
+def _kernel_step(self, path, batch, group, grads, lr, found, scale):
+    device = batch.steps[0].device  # GradScaler's may be elsewhere
+    found, scale = [t if t is None else t.to(device) for t in (found, scale)]
+    hyper = {k: group[k] for k in self._hyper_names}
+    fast_update(path, self.rule, batch, group, grads, lr, hyper,
+                self._decay_factor(group, lr), found, scale)
+    if found is not None: _count_(batch.counter, batch.steps, skipped=found)
+
+UpdateRuleOptimizer._rule_step = _rule_step
+UpdateRuleOptimizer._kernel_step = _kernel_step
+
+# %% ../../nbs/00_optimizer_base.ipynb #82b1fcbf
+def _step_group(self, index, group, params, grads, verdict):
+    "Step one group on its plan's path."
+    # asked here too: dynamo may trace this frame and not step()'s
+    compiling = torch.compiler.is_compiling()
+    if compiling:  # from param_groups, so that the plan is made untraced
+        self._init_group(self.param_groups[index], index)
+    else: self._plans.make(index, group, params)
+    _, path, batches = self._plans[index]
+    if compiling and path in KERNEL_PATHS:
+        path = 'foreach'  # inductor fuses the rule; those kernels are opaque
+    found, scale = verdict.found, verdict.scale
+    if path not in KERNEL_PATHS:  # the rule: the host reads, and unscales
+        if found is not None:
+            if _capturing(params): self._gradients.refuse_capture(path)
+            if bool(found): return
+            found = None
+        if scale is not None: _unscale_(grads, scale)
+        scale = None
+    on_host = not (group['capturable'] or compiling)
+    lr = group['lr']
+    if not isinstance(lr, Tensor) or (on_host and path not in KERNEL_PATHS):
+        lr = _as_real(lr)
+    for batch in batches:
+        _count_(batch.counter, batch.steps)
+        if compiling: gs = [p.grad for p in batch.params]  # traced: its own
+        else: gs = grads if batch.indices is None else [grads[i] for i in batch.indices]
+        if batch.is_complex: gs = [_real(g) for g in gs]
+        if path in KERNEL_PATHS:
+            self._kernel_step(path, batch, group, gs, lr, found, scale)
+        else: self._rule_step(path, batch, group, gs, lr, on_host)
+
+UpdateRuleOptimizer._step_group = _step_group
+
+# %% ../../nbs/00_optimizer_base.ipynb #2c85c05d
 def _with_grads(params):
     "The parameters that have a gradient, and their gradients: one read each."
     grads = list(map(attrgetter('grad'), params))  # C loops: for 1000s of them
@@ -261,7 +354,7 @@ def step(self, closure=None):
         self._gradients.after_step(verdict)
     return loss
 
-# %% ../../nbs/00_optimizer_base.ipynb #b3733e5a
+# %% ../../nbs/00_optimizer_base.ipynb #66fc0698
 def _with_step_hooks(step):
     "torch's step wrapper (hooks, a profiler label), where it has work to do."
     hooked = torch.optim.Optimizer.profile_hook_step(step)
@@ -278,97 +371,7 @@ def _with_step_hooks(step):
 
 UpdateRuleOptimizer.step = _with_step_hooks(step)
 
-# %% ../../nbs/00_optimizer_base.ipynb #c57522d3
-def _step_group(self, index, group, params, grads, verdict):
-    "Step one group on its plan's path."
-    # asked here too: dynamo may trace this frame and not step()'s
-    compiling = torch.compiler.is_compiling()
-    if compiling:  # from param_groups, so that the plan is made untraced
-        self._init_group(self.param_groups[index], index)
-    else: self._plans.make(index, group, params)
-    _, path, batches = self._plans[index]
-    if compiling and path in KERNEL_PATHS:
-        path = 'foreach'  # inductor fuses the rule; those kernels are opaque
-    found, scale = verdict.found, verdict.scale
-    if path not in KERNEL_PATHS:  # the rule: the host reads, and unscales
-        if found is not None:
-            if _capturing(params): self._gradients.refuse_capture(path)
-            if bool(found): return
-            found = None
-        if scale is not None: _unscale_(grads, scale)
-        scale = None
-    on_host = not (group['capturable'] or compiling)
-    lr = group['lr']
-    if not isinstance(lr, Tensor) or (on_host and path not in KERNEL_PATHS):
-        lr = _as_real(lr)
-    for batch in batches:
-        _count_(batch.counter, batch.steps)
-        if compiling: gs = [p.grad for p in batch.params]  # traced: its own
-        else: gs = grads if batch.indices is None else [grads[i] for i in batch.indices]
-        if batch.is_complex: gs = [_real(g) for g in gs]
-        if path in KERNEL_PATHS:
-            self._kernel_step(path, batch, group, gs, lr, found, scale)
-        else: self._rule_step(path, batch, group, gs, lr, on_host)
-
-UpdateRuleOptimizer._step_group = _step_group
-
-# %% ../../nbs/00_optimizer_base.ipynb #a20173e9
-def _rule_step(self, path, batch, group, grads, lr, on_host):
-    step = int(batch.steps[0]) if on_host else batch.counter[0]  # not an alias
-    if path == 'single':
-        self._update(group, batch.views[0], grads[0],
-                     {k: v[0] for k, v in batch.buffers.items()}, step, lr)
-    else:
-        self._update(group, TensorList(batch.views), TensorList(grads),
-                     {k: TensorList(v) for k, v in batch.buffers.items()},
-                     step, lr)
-
-
-def _kernel_step(self, path, batch, group, grads, lr, found, scale):
-    device = batch.steps[0].device  # GradScaler's may be elsewhere
-    found, scale = [t if t is None else t.to(device) for t in (found, scale)]
-    hyper = {k: group[k] for k in self._hyper_names}
-    fast_update(path, self.rule, batch, group, grads, lr, hyper,
-                self._decay_factor(group, lr), found, scale)
-    if found is not None: _count_(batch.counter, batch.steps, skipped=found)
-
-UpdateRuleOptimizer._rule_step = _rule_step
-UpdateRuleOptimizer._kernel_step = _kernel_step
-
-# %% ../../nbs/00_optimizer_base.ipynb #b096a81d
-def _decay_factor(self, group, lr):
-    "The factor of decoupled weight decay, θ ← factor·θ (None: no decay)."
-    decay, mode = group['weight_decay'], group['decoupled_weight_decay']
-    if decay == 0 or not mode: return None
-    if mode == 'schedule':                   # paper: θ(1 − (η_t/η_0) λ)
-        return 1 - lr / _as_real(group.get('initial_lr', lr)) * decay
-    return 1 - lr * decay                    # torch: θ(1 − ηλ)
-
-
-def _update(self, group, param, grad, buffers, step, lr):
-    "θ ← θ − η·rule(g), after maximize and weight decay; tensor or list."
-    decay = group['weight_decay']
-    if group['maximize']: grad = -grad
-    if decay != 0 and not group['decoupled_weight_decay']:
-        grad = grad.add(param, alpha=decay)                 # L2: g + λθ
-    if (factor := self._decay_factor(group, lr)) is not None:
-        param.mul_(factor)                                  # decoupled
-    hyper = {k: group[k] for k in self._hyper_names}
-    compensation = buffers.pop('compensation', None)
-    direction = self.rule(grad, **buffers, step=step, **hyper)   # u_t
-    alpha = -lr
-    if isinstance(lr, Tensor):  # torch's alpha= takes numbers only
-        direction, alpha = direction.mul(lr), -1
-    if compensation is not None:
-        kahan_add_(param, direction, alpha, compensation)
-    elif group['stochastic_rounding']:
-        add_stochastically_rounded_(param, direction, alpha)
-    else: param.add_(direction, alpha=alpha)                # θ − η u_t
-
-UpdateRuleOptimizer._decay_factor = _decay_factor
-UpdateRuleOptimizer._update = _update
-
-# %% ../../nbs/00_optimizer_base.ipynb #5f484497
+# %% ../../nbs/00_optimizer_base.ipynb #111c5858
 def _init_group(self, group, index):
     "Plan the group's step; torch.compile runs this eagerly, untraced."
     self._plans.make(index, group, _with_grads(group['params'])[0],

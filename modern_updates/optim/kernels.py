@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['KERNEL_PATHS', 'TORCH_FUSED', 'KERNEL_STEPS', 'FusedKernel', 'KernelStep', 'register_fused', 'register_kernel_step',
-           'choose_path', 'fused_gap', 'fast_update']
+           'fused_gap', 'choose_path', 'fast_update']
 
 # %% ../../nbs/91b_kernels.ipynb #b8f4d294
 from collections.abc import Callable
@@ -124,32 +124,7 @@ KERNEL_STEPS = {}  # path name ('triton'): KernelStep, as its module registers
 def register_fused(rule, kernel): TORCH_FUSED[rule] = kernel
 def register_kernel_step(name, kernel): KERNEL_STEPS[name] = kernel
 
-# %% ../../nbs/91b_kernels.ipynb #9a4f07dc
-def choose_path(owner, rule, group, params, supports_sparse):
-    "Which path steps the group: single, foreach, fused or triton."
-    fused, foreach = group['fused'], group['foreach']
-    if any(p.grad.is_sparse for p in params):
-        return _sparse_path(owner, group, supports_sparse)
-    if foreach is not None and not fused:
-        return 'foreach' if foreach else 'single'
-    if fused is False: return 'foreach'
-    on_gpu = any(p.device.type != 'cpu' for p in params)
-    triton = KERNEL_STEPS.get('triton')
-    if (fused or on_gpu) and triton and rule in triton.rules and (
-            triton.available(params)): return 'triton'
-    if group['kahan_summation'] or group['stochastic_rounding']:
-        gap = ('torch has no kernel with kahan_summation or '
-               'stochastic_rounding')
-    elif (gap := fused_gap(rule, group, params)) is None:
-        return 'fused'
-    if fused:
-        raise RuntimeError(f'{owner}: fused=True, but {gap}; leave '
-                           'fused=None for the fastest path available')
-    mean = sum(p.numel() for p in params) / len(params)
-    cached = not on_gpu and 2 ** 14 <= mean <= 2 ** 18  # 16K to 256K elements
-    return 'single' if cached else 'foreach'
-
-# %% ../../nbs/91b_kernels.ipynb #f1abe8c2
+# %% ../../nbs/91b_kernels.ipynb #ef2963c1
 def _sparse_path(owner, group, supports_sparse):
     if not supports_sparse:
         raise RuntimeError(
@@ -183,7 +158,32 @@ def fused_gap(rule, group, params):
                     f'wrongly on {p.device.type} (parameter {i}, of shape '
                     f'{tuple(p.shape)})')
 
-# %% ../../nbs/91b_kernels.ipynb #b0d88bec
+# %% ../../nbs/91b_kernels.ipynb #7cad4794
+def choose_path(owner, rule, group, params, supports_sparse):
+    "Which path steps the group: single, foreach, fused or triton."
+    fused, foreach = group['fused'], group['foreach']
+    if any(p.grad.is_sparse for p in params):
+        return _sparse_path(owner, group, supports_sparse)
+    if foreach is not None and not fused:
+        return 'foreach' if foreach else 'single'
+    if fused is False: return 'foreach'
+    on_gpu = any(p.device.type != 'cpu' for p in params)
+    triton = KERNEL_STEPS.get('triton')
+    if (fused or on_gpu) and triton and rule in triton.rules and (
+            triton.available(params)): return 'triton'
+    if group['kahan_summation'] or group['stochastic_rounding']:
+        gap = ('torch has no kernel with kahan_summation or '
+               'stochastic_rounding')
+    elif (gap := fused_gap(rule, group, params)) is None:
+        return 'fused'
+    if fused:
+        raise RuntimeError(f'{owner}: fused=True, but {gap}; leave '
+                           'fused=None for the fastest path available')
+    mean = sum(p.numel() for p in params) / len(params)
+    cached = not on_gpu and 2 ** 14 <= mean <= 2 ** 18  # 16K to 256K elements
+    return 'single' if cached else 'foreach'
+
+# %% ../../nbs/91b_kernels.ipynb #5e5c0c88
 def fast_update(path, rule, batch, group, grads, lr, hyper, decay_factor,
                 found=None, scale=None):
     "The update of one batch by torch's fused kernel or the one-launch step."

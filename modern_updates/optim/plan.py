@@ -74,7 +74,7 @@ class Plan(NamedTuple):
     path: str             # 'single', 'foreach', 'fused' or 'triton'
     batches: list         # of _Batch
 
-# %% ../../nbs/91a_fast_paths.ipynb #fca35efe
+# %% ../../nbs/91a_fast_paths.ipynb #d9bb230c
 def _same(a, b):
     "Whether two lists hold the very same tensors, in order (or are both None)."
     if a is None or b is None: return a is b
@@ -87,7 +87,7 @@ def _signature(value):
         return value != 0
     return value if isinstance(value, (bool, str, type(None))) else id(value)
 
-# %% ../../nbs/91a_fast_paths.ipynb #71ec3712
+# %% ../../nbs/91a_fast_paths.ipynb #e91ee9ff
 class Plans(dict):
     "Each group's plan (group index: Plan), and a few recent ones kept."
     def __init__(self, optimizer):
@@ -118,7 +118,37 @@ class Plans(dict):
         recent.insert(0, plan)
         del recent[most:]
 
-# %% ../../nbs/91a_fast_paths.ipynb #7eb9b137
+# %% ../../nbs/91a_fast_paths.ipynb #8c64390b
+def _batch(self, members, n, apart, path):
+    "The `_Batch` of (i, param, state)s that step together on `path`, and if new counters were made."
+    indices = None if len(members) == n else [i for i, _, _ in members]
+    params, states = [p for _, p, _ in members], [s for *_, s in members]
+    steps = [s['step'] for s in states]
+    counter, counted = None, False
+    if not torch.compiler.is_compiling():  # (dynamo can't read ._base)
+        counter = _whole_counter(steps)
+    if counter is None and not (apart and all(
+            s._base is not None for s in steps)):
+        counter, counted = _counter_of(steps), True
+        for i, s in enumerate(states): s['step'] = counter[i]
+        steps = [s['step'] for s in states]
+    names = self.optimizer._buffer_names + ('compensation',)
+    # tuples: they can't change, so the Triton step checks them only once
+    buffers = {k: tuple(_real(s[k]) for s in states)
+               for k in names if states[0].get(k) is not None}
+    views = tuple(map(_real, params))
+    # torch's kernels walk each tensor as flat memory: those whose state
+    # they can't walk alike step through dense copies (kernels._stage)
+    staged = () if path != 'fused' else tuple(
+        i for i, v in enumerate(views)
+        if not _flat_like(v, [b[i] for b in buffers.values()]))
+    return _Batch(indices, tuple(params), views, counter, tuple(steps),
+                  buffers, any(p.is_complex() for p in params),
+                  _layouts(views), staged), counted
+
+Plans._batch = _batch
+
+# %% ../../nbs/91a_fast_paths.ipynb #a01297ae
 def make(self, index, group, params, uniform=False):
     "The group's plan, kept while the same; `uniform`: one step per batch."
     opt = self.optimizer
@@ -161,37 +191,7 @@ def _steps_apart(path, rule, group):
     return path == 'fused' and not any(
         group[k] for k in TORCH_FUSED[rule].one_step_with)
 
-# %% ../../nbs/91a_fast_paths.ipynb #8c64390b
-def _batch(self, members, n, apart, path):
-    "The `_Batch` of (i, param, state)s that step together on `path`, and if new counters were made."
-    indices = None if len(members) == n else [i for i, _, _ in members]
-    params, states = [p for _, p, _ in members], [s for *_, s in members]
-    steps = [s['step'] for s in states]
-    counter, counted = None, False
-    if not torch.compiler.is_compiling():  # (dynamo can't read ._base)
-        counter = _whole_counter(steps)
-    if counter is None and not (apart and all(
-            s._base is not None for s in steps)):
-        counter, counted = _counter_of(steps), True
-        for i, s in enumerate(states): s['step'] = counter[i]
-        steps = [s['step'] for s in states]
-    names = self.optimizer._buffer_names + ('compensation',)
-    # tuples: they can't change, so the Triton step checks them only once
-    buffers = {k: tuple(_real(s[k]) for s in states)
-               for k in names if states[0].get(k) is not None}
-    views = tuple(map(_real, params))
-    # torch's kernels walk each tensor as flat memory: those whose state
-    # they can't walk alike step through dense copies (kernels._stage)
-    staged = () if path != 'fused' else tuple(
-        i for i, v in enumerate(views)
-        if not _flat_like(v, [b[i] for b in buffers.values()]))
-    return _Batch(indices, tuple(params), views, counter, tuple(steps),
-                  buffers, any(p.is_complex() for p in params),
-                  _layouts(views), staged), counted
-
-Plans._batch = _batch
-
-# %% ../../nbs/91a_fast_paths.ipynb #15a3d44b
+# %% ../../nbs/91a_fast_paths.ipynb #32e9d392
 def kernel_device(self, work):
     "The device if every group stepped last by a kernel that takes a flag."
     devices = set()

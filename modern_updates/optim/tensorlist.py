@@ -76,7 +76,7 @@ class _InPlace:
             return self._inplace(torch._foreach_add_, other, alpha=alpha)
         return self._inplace(torch._foreach_add_, other * alpha)
 
-# %% ../../nbs/00b_tensorlist.ipynb #1f77150d
+# %% ../../nbs/00b_tensorlist.ipynb #0a9fed72
 class TensorList(_InPlace):
     "A list of tensors with the arithmetic of one tensor (`torch._foreach_*`)."
     __slots__ = ('tensors',)
@@ -117,7 +117,7 @@ class TensorList(_InPlace):
     def sign(self): return self._new(torch._foreach_sign)
     def abs(self): return self._new(torch._foreach_abs)
 
-# %% ../../nbs/00b_tensorlist.ipynb #5393bae5
+# %% ../../nbs/00b_tensorlist.ipynb #0b2d1d11
 class _Quotient(TensorList):
     "a / b, divided only when read: `θ.add_(a / b, alpha=α)` is one addcdiv."
     # torch's own foreach steps end in an addcdiv: one pass over memory
