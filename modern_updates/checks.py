@@ -90,6 +90,12 @@ def count_at_least(low):
     return check
 
 # %% ../nbs/00a_checks.ipynb #206d3f8a
+def _immutable(value):
+    "Whether `value` can't change in place, so that its identity vouches for it."
+    if type(value) is tuple: return all(map(_immutable, value))
+    return type(value) in (bool, int, float, str, type(None))
+
+# %% ../nbs/00a_checks.ipynb #99046976
 def check_arguments(owner, **checked):
     "Raise a ValueError naming the first failing argument, name=(value, check)."
     for name, (value, check) in checked.items():

@@ -7,6 +7,8 @@ __all__ = ['REPORT_LATER', 'Verdict', 'GradientPolicy', 'refuse_capture', 'after
 
 # %% ../../nbs/00c_gradients.ipynb #96c44d96
 import math
+from itertools import repeat
+from operator import attrgetter, is_not
 from typing import NamedTuple
 
 import torch
@@ -16,6 +18,20 @@ from ..clip import (
     _by_device_and_dtype, _scale_to_norm_, _total_norm, clip_grad_value_)
 
 # %% ../../nbs/00c_gradients.ipynb #65993e93
+def _with_grads(params):
+    "The parameters that have a gradient, and their gradients: one read each."
+    grads = list(map(attrgetter('grad'), params))  # C loops: for 1000s of them
+    if all(map(is_not, grads, repeat(None))): return list(params), grads
+    return ([p for p, g in zip(params, grads) if g is not None],
+            [g for g in grads if g is not None])
+
+
+def _all_of(work):
+    "Every group's parameters and gradients, as two flat lists."
+    return ([p for *_, ps, _ in work for p in ps],
+            [g for *_, gs in work for g in gs])
+
+# %% ../../nbs/00c_gradients.ipynb #065b2d89
 def _real(t):
     "A complex tensor as a real view (a last dimension of 2), as torch's."
     return torch.view_as_real(t) if t.is_complex() else t
@@ -55,7 +71,7 @@ def _has_nonfinite(tensors):
         return torch.compiler.disable(_has_nonfinite)(tensors)
     return bool(sum(flag.cpu() for flag in _nonfinite_flags(tensors)))
 
-# %% ../../nbs/00c_gradients.ipynb #065b2d89
+# %% ../../nbs/00c_gradients.ipynb #ae287c0b
 def _unscale_(grads, scale):
     "Gradients divided by GradScaler's scale in place, as its `unscale_` does."
     inverse = scale.double().reciprocal().float()  # it multiplies by 1/scale
@@ -71,7 +87,7 @@ def _clip_unless(found, params, grads, max_norm, max_value):
         total = torch.where(found.to(total.device) > 0, 0.0, total)
         _scale_to_norm_(grads, max_norm, total)
 
-# %% ../../nbs/00c_gradients.ipynb #ae287c0b
+# %% ../../nbs/00c_gradients.ipynb #66c060fd
 REPORT_LATER = {'cuda'}  # device types whose flag the host reads a step late
 
 
@@ -96,7 +112,7 @@ def _read(pending):
     if pending.ready is not None: pending.ready.synchronize()
     return bool(pending.host)
 
-# %% ../../nbs/00c_gradients.ipynb #66c060fd
+# %% ../../nbs/00c_gradients.ipynb #d52077c2
 def _one_dense_device(params, grads):
     "Whether the flag can live on one device: one device, no sparse gradient."
     return (bool(params) and not torch.compiler.is_compiling()
@@ -109,7 +125,7 @@ def _capturing(params):
     return bool(params) and params[0].is_cuda and (
         torch.cuda.is_current_stream_capturing())
 
-# %% ../../nbs/00c_gradients.ipynb #d52077c2
+# %% ../../nbs/00c_gradients.ipynb #5575290c
 class Verdict(NamedTuple):
     "What the step does after `GradientPolicy.prepare`."
     go: bool                  # False: skip the whole step
@@ -161,7 +177,7 @@ class GradientPolicy:
             return Verdict(True, _nonfinite_flag(grads, device), report=True)
         return Verdict(self._check_and_clip(params, grads))
 
-# %% ../../nbs/00c_gradients.ipynb #5575290c
+# %% ../../nbs/00c_gradients.ipynb #139b6f4d
 def _check_and_clip(self, params, grads):
     "Check, then clip, on the host: whether the step goes on."
     mode, max_norm, max_value = self.options
@@ -190,7 +206,7 @@ def _from_scaler(self, params, grads, scale, found):
 GradientPolicy._check_and_clip = _check_and_clip
 GradientPolicy._from_scaler = _from_scaler
 
-# %% ../../nbs/00c_gradients.ipynb #139b6f4d
+# %% ../../nbs/00c_gradients.ipynb #3b0b8f66
 def _skip_on_device(self, params, grads, device=None):
     "Clip, and return a device flag that is 1 if a gradient is nan or inf."
     _, max_norm, max_value = self.options
@@ -207,7 +223,7 @@ def _skip_on_device(self, params, grads, device=None):
 
 GradientPolicy._skip_on_device = _skip_on_device
 
-# %% ../../nbs/00c_gradients.ipynb #3b0b8f66
+# %% ../../nbs/00c_gradients.ipynb #c21252e3
 def _message(self, late=False):
     advice = ("To skip such steps, as GradScaler does, create the optimizer "
               "with nonfinite='skip' (it counts them in `skipped_steps`); "
@@ -237,7 +253,7 @@ def refuse_capture(self, path=None):
 GradientPolicy._message = _message
 GradientPolicy.refuse_capture = refuse_capture
 
-# %% ../../nbs/00c_gradients.ipynb #c21252e3
+# %% ../../nbs/00c_gradients.ipynb #776b5d78
 def after_step(self, verdict):
     "Report the flag of a step the kernels skipped on the device, now or later."
     if not verdict.report: return
