@@ -166,19 +166,21 @@ def _setstate(self, state):
         if 'step' in s and not torch.is_tensor(s['step']):
             s['step'] = torch.tensor(float(s['step']), dtype=_scalar_dtype())
 
+UpdateRuleOptimizer.add_param_group = _add_param_group
+UpdateRuleOptimizer.__setstate__ = _setstate
+
+# %% ../../nbs/00_optimizer_base.ipynb #3b82ff66
 def _state_dict(self):
     "torch's `state_dict`, after a late nan report (B.3) is read."
     self._gradients.report_pending()
     return torch.optim.Optimizer.state_dict(self)
 
-UpdateRuleOptimizer.add_param_group = _add_param_group
-UpdateRuleOptimizer.__setstate__ = _setstate
 UpdateRuleOptimizer.state_dict = _state_dict
 UpdateRuleOptimizer.skipped_steps = property(  # on the device too
     lambda self: int(self.param_groups[0]['skipped_steps']),
     doc="How many steps `nonfinite='skip'` skipped (saved with the groups).")
 
-# %% ../../nbs/00_optimizer_base.ipynb #3b82ff66
+# %% ../../nbs/00_optimizer_base.ipynb #4b00e538
 def _recheck(self, index, group):
     "At a step, check again the values that changed since they passed."
     names = tuple(self._checks)
@@ -194,7 +196,7 @@ def _recheck(self, index, group):
 
 UpdateRuleOptimizer._recheck = _recheck
 
-# %% ../../nbs/00_optimizer_base.ipynb #4b00e538
+# %% ../../nbs/00_optimizer_base.ipynb #a20173e9
 def _scalar_dtype():
     "The dtype of `state['step']`: float64 under a float64 default, as torch's."
     if torch.get_default_dtype() == torch.float64: return torch.float64
@@ -220,7 +222,7 @@ def _state_of(self, param, group):
 
 UpdateRuleOptimizer._state_of = _state_of
 
-# %% ../../nbs/00_optimizer_base.ipynb #a20173e9
+# %% ../../nbs/00_optimizer_base.ipynb #84f9c015
 def _decay_factor(self, group, lr):
     "The factor of decoupled weight decay, θ ← factor·θ (None: no decay)."
     decay, mode = group['weight_decay'], group['decoupled_weight_decay']
@@ -253,7 +255,7 @@ def _update(self, group, param, grad, buffers, step, lr):
 UpdateRuleOptimizer._decay_factor = _decay_factor
 UpdateRuleOptimizer._update = _update
 
-# %% ../../nbs/00_optimizer_base.ipynb #84f9c015
+# %% ../../nbs/00_optimizer_base.ipynb #82b1fcbf
 def _rule_step(self, path, batch, group, grads, lr, on_host):
     step = int(batch.steps[0]) if on_host else batch.counter[0]  # not an alias
     if path == 'single':
@@ -276,7 +278,7 @@ def _kernel_step(self, path, batch, group, grads, lr, found, scale):
 UpdateRuleOptimizer._rule_step = _rule_step
 UpdateRuleOptimizer._kernel_step = _kernel_step
 
-# %% ../../nbs/00_optimizer_base.ipynb #82b1fcbf
+# %% ../../nbs/00_optimizer_base.ipynb #2c85c05d
 def _step_group(self, index, group, params, grads, verdict):
     "Step one group on its plan's path."
     # asked here too: dynamo may trace this frame and not step()'s
@@ -310,7 +312,7 @@ def _step_group(self, index, group, params, grads, verdict):
 
 UpdateRuleOptimizer._step_group = _step_group
 
-# %% ../../nbs/00_optimizer_base.ipynb #2c85c05d
+# %% ../../nbs/00_optimizer_base.ipynb #66fc0698
 @torch.no_grad()
 def _step(self, closure=None):
     "Update every parameter that has a gradient; return the closure's loss."
@@ -333,7 +335,7 @@ def _step(self, closure=None):
         self._gradients.after_step(verdict)
     return loss
 
-# %% ../../nbs/00_optimizer_base.ipynb #66fc0698
+# %% ../../nbs/00_optimizer_base.ipynb #111c5858
 def _with_step_hooks(step):
     "torch's step wrapper (hooks, a profiler label), where it has work to do."
     hooked = torch.optim.Optimizer.profile_hook_step(step)
@@ -350,7 +352,7 @@ def _with_step_hooks(step):
 
 UpdateRuleOptimizer.step = _with_step_hooks(_step)
 
-# %% ../../nbs/00_optimizer_base.ipynb #111c5858
+# %% ../../nbs/00_optimizer_base.ipynb #2ed9783b
 def _init_group(self, group, index):
     "Plan the group's step; torch.compile runs this eagerly, untraced."
     self._plans.make(index, group, _with_grads(group['params'])[0],

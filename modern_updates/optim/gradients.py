@@ -133,7 +133,7 @@ class Verdict(NamedTuple):
     scale: Tensor = None      # GradScaler's, for kernels that unscale as read
     report: bool = False      # raise after the kernels if `found` is 1
 
-
+# %% ../../nbs/00c_gradients.ipynb #e32b034a
 class GradientPolicy:
     "The nan/inf check, clipping, the GradScaler handoff, and capture."
     def __init__(self, optimizer):
@@ -177,7 +177,7 @@ class GradientPolicy:
             return Verdict(True, _nonfinite_flag(grads, device), report=True)
         return Verdict(self._check_and_clip(params, grads))
 
-# %% ../../nbs/00c_gradients.ipynb #139b6f4d
+# %% ../../nbs/00c_gradients.ipynb #94dd7bb0
 def _check_and_clip(self, params, grads):
     "Check, then clip, on the host: whether the step goes on."
     mode, max_norm, max_value = self.options
@@ -206,7 +206,7 @@ def _from_scaler(self, params, grads, scale, found):
 GradientPolicy._check_and_clip = _check_and_clip
 GradientPolicy._from_scaler = _from_scaler
 
-# %% ../../nbs/00c_gradients.ipynb #3b0b8f66
+# %% ../../nbs/00c_gradients.ipynb #fb6e8bbc
 def _skip_on_device(self, params, grads, device=None):
     "Clip, and return a device flag that is 1 if a gradient is nan or inf."
     _, max_norm, max_value = self.options
@@ -223,7 +223,7 @@ def _skip_on_device(self, params, grads, device=None):
 
 GradientPolicy._skip_on_device = _skip_on_device
 
-# %% ../../nbs/00c_gradients.ipynb #c21252e3
+# %% ../../nbs/00c_gradients.ipynb #a863dc48
 def _message(self, late=False):
     advice = ("To skip such steps, as GradScaler does, create the optimizer "
               "with nonfinite='skip' (it counts them in `skipped_steps`); "
@@ -253,7 +253,7 @@ def refuse_capture(self, path=None):
 GradientPolicy._message = _message
 GradientPolicy.refuse_capture = refuse_capture
 
-# %% ../../nbs/00c_gradients.ipynb #776b5d78
+# %% ../../nbs/00c_gradients.ipynb #5a6f71b7
 def after_step(self, verdict):
     "Report the flag of a step the kernels skipped on the device, now or later."
     if not verdict.report: return

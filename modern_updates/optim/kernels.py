@@ -180,8 +180,8 @@ def choose_path(owner, rule, group, params, supports_sparse):
         raise RuntimeError(f'{owner}: fused=True, but {gap}; leave '
                            'fused=None for the fastest path available')
     mean = sum(p.numel() for p in params) / len(params)
-    cached = not on_gpu and 2 ** 14 <= mean <= 2 ** 18  # 16K to 256K elements
-    return 'single' if cached else 'foreach'
+    large = not on_gpu and mean >= 2 ** 14  # from 16K elements a tensor
+    return 'single' if large else 'foreach'
 
 # %% ../../nbs/91b_kernels.ipynb #5e5c0c88
 def fast_update(path, rule, batch, group, grads, lr, hyper, decay_factor,
