@@ -46,3 +46,12 @@ def test_an_unknown_keyword_is_refused_by_name(ours):
 def test_nanogpts_check_finds_fused():
     "nanoGPT's configure_optimizers asks the signature, and runs without fused kernels where it finds none."
     assert 'fused' in inspect.signature(AdamW).parameters
+
+
+def test_help_of_an_optimizer_shows_the_subclass_contract():
+    "The contract a subclass fulfils is the base's docstring, and help(Adam) shows it (through __init_subclass__)."
+    import pydoc
+    from modern_updates.optim import Adam, UpdateRuleOptimizer
+    text = pydoc.render_doc(Adam, renderer=pydoc.plaintext)
+    assert UpdateRuleOptimizer.__doc__.splitlines()[0] in text
+    assert '`hyper_checks`: a check' in text and '`init_state(param, group)`' in text

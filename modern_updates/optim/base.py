@@ -89,6 +89,7 @@ class UpdateRuleOptimizer(torch.optim.Optimizer):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.rule is not None: _read_rule(cls)
+    __init_subclass__.__doc__ = __doc__  # help(Adam) shows the contract
 
     def __init__(self, params, defaults):
         name = type(self).__name__
