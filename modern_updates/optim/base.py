@@ -305,7 +305,8 @@ def _step_group(self, index, group, params, grads, verdict):
     for batch in batches:
         _count_(batch.counter, batch.steps)
         if compiling: gs = [p.grad for p in batch.params]  # traced: its own
-        else: gs = grads if batch.indices is None else [grads[i] for i in batch.indices]
+        elif batch.indices is None: gs = grads
+        else: gs = [grads[i] for i in batch.indices]
         if batch.is_complex: gs = [_real(g) for g in gs]
         if path in KERNEL_PATHS:
             self._kernel_step(path, batch, group, gs, lr, found, scale)

@@ -120,7 +120,7 @@ class Plans(dict):
 
 # %% ../../nbs/91a_fast_paths.ipynb #8c64390b
 def _batch(self, members, n, apart, path):
-    "The `_Batch` of (i, param, state)s that step together on `path`, and if new counters were made."
+    "The `_Batch` of (i, param, state)s on `path`; whether it made a counter."
     indices = None if len(members) == n else [i for i, _, _ in members]
     params, states = [p for _, p, _ in members], [s for *_, s in members]
     steps = [s['step'] for s in states]
