@@ -91,7 +91,7 @@ def count_at_least(low):
 
 # %% ../nbs/00a_checks.ipynb #206d3f8a
 def _immutable(value):
-    "Whether `value` can't change in place, so that its identity vouches for it."
+    "Whether `value` can't change in place: then its identity vouches for it."
     if type(value) is tuple: return all(map(_immutable, value))
     return type(value) in (bool, int, float, str, type(None))
 

@@ -345,7 +345,8 @@ def _with_step_hooks(step):
     def wrapper(self, *args, **kwargs):
         if (torch.compiler.is_compiling()  # first: dynamo can't trace the next
                 or torch.autograd._profiler_enabled()
-                or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks
                 or _global_optimizer_pre_hooks or _global_optimizer_post_hooks):
             return hooked(self, *args, **kwargs)
         return step(self, *args, **kwargs)

@@ -146,7 +146,8 @@ class GradientPolicy:
     @property
     def options(self):  # one value for every group: set with the optimizer
         first = self.groups[0]
-        return first['nonfinite'], first['max_grad_norm'], first['max_grad_value']
+        return tuple(map(first.__getitem__, (
+            'nonfinite', 'max_grad_norm', 'max_grad_value')))
 
     def report_pending(self):
         "Raise (or count) for a step that a flag read late says was skipped."
@@ -198,7 +199,8 @@ def _check_and_clip(self, params, grads):
 def _from_scaler(self, params, grads, scale, found):
     "GradScaler's flag skips the step; clipping reads unscaled gradients."
     _, max_norm, max_value = self.options
-    if max_norm is None and max_value is None: return Verdict(True, found, scale)
+    if max_norm is None and max_value is None:
+        return Verdict(True, found, scale)
     if scale is not None: _unscale_(grads, scale)  # as GradScaler.unscale_
     _clip_unless(found, params, grads, max_norm, max_value)
     return Verdict(True, found)

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..clip import _PLAIN
 
 # %% ../../nbs/91b_kernels.ipynb #9d3e40d3
-KERNEL_PATHS = ('fused', 'triton')  # the paths that launch a kernel, not the rule
+KERNEL_PATHS = ('fused', 'triton')  # the paths that launch a kernel
 
 
 def _is_dense(t):
@@ -132,7 +132,8 @@ def _sparse_path(owner, group, supports_sparse):
             'or torch.optim.SparseAdam, or a dense embedding')
     if group['weight_decay'] != 0 and not group['decoupled_weight_decay']:
         raise ValueError(f"{owner}: weight_decay={group['weight_decay']!r} "
-                         '(L2) does not work with sparse gradients, as in torch')
+                         '(L2) does not work with sparse gradients, as in '
+                         'torch')
     if group['fused'] or group['foreach']:
         raise RuntimeError(f'{owner}: sparse gradients step one tensor at a '
                            'time; leave fused and foreach at None or False')
@@ -195,7 +196,8 @@ def fast_update(path, rule, batch, group, grads, lr, hyper, decay_factor,
             kernel.rules[rule], params, grads, buffers, hyper, lr=lr,
             steps=steps, weight_decay=decay, decoupled=mode,
             initial_lr=group.get('initial_lr') if mode == 'schedule' else None,
-            maximize=group['maximize'], compensation=buffers.get('compensation'),
+            maximize=group['maximize'],
+            compensation=buffers.get('compensation'),
             stochastic_rounding=group['stochastic_rounding'], found=found,
             grad_scale=scale)
     kernel = TORCH_FUSED[rule]

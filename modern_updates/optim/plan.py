@@ -30,7 +30,7 @@ def _whole_counter(steps):
 
 
 def _counter_of(steps):
-    "One tensor of the values of `steps`, read on the host only if devices differ."
+    "One tensor of the `steps`' values; read on the host if devices differ."
     first = steps[0]
     if all(s.device == first.device and s.dtype == first.dtype for s in steps):
         return torch.stack(steps)
@@ -39,7 +39,7 @@ def _counter_of(steps):
 
 
 def _count_(counter, steps, skipped=None):
-    "One more step, or `skipped` (a device flag) fewer: in one op if they fill it."
+    "One more step, or `skipped` (a device flag) fewer: one op if they can."
     if skipped is None:
         if counter is not None: counter.add_(1)
         else: torch._foreach_add_(steps, 1)
@@ -49,7 +49,7 @@ def _count_(counter, steps, skipped=None):
 # %% ../../nbs/91a_fast_paths.ipynb #1de0dda8
 class _Batch(NamedTuple):
     "Tensors of one group that step together: one rule call or kernel launch."
-    indices: list | None  # the batch's gradients: the group's at these (None: all)
+    indices: list | None  # its gradients: the group's at these (None: all)
     params: tuple
     views: tuple          # the parameters as real tensors (complex: pairs)
     counter: Tensor | None  # the tensor whose entries are the steps, if one
@@ -154,8 +154,8 @@ def make(self, index, group, params, uniform=False):
     opt = self.optimizer
     values = tuple(map(group.__getitem__, opt._plan_names))
     plan = self.known(index, params, kept=not uniform)
-    if plan is not None and plan.made_for.state_count == len(opt.state) and not (
-            uniform and plan.made_for.apart):
+    held = plan is not None and plan.made_for.state_count == len(opt.state)
+    if held and not (uniform and plan.made_for.apart):
         made_for = plan.made_for
         if all(map(is_, values, made_for.values)): return plan
         if tuple(map(_signature, values)) == made_for.signatures:

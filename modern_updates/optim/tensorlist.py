@@ -24,7 +24,8 @@ def _operands(args, n):
 
 def _foreach(op, tensors, args, kw):
     "torch's `op` on the lists; tensor by tensor where a DTensor has no rule."
-    if not tensors or type(tensors[0]) in _PLAIN: return op(tensors, *args, **kw)
+    if not tensors or type(tensors[0]) in _PLAIN:
+        return op(tensors, *args, **kw)
     try: return op(tensors, *args, **kw)
     except NotImplementedError:  # torch 2.11's DTensor: no _foreach_maximum
         return _one_at_a_time(op, tensors, args, kw)
@@ -33,7 +34,8 @@ def _foreach(op, tensors, args, kw):
 def _one_at_a_time(op, tensors, args, kw):
     "A `torch._foreach_*` op as a loop over its one-tensor twin."
     name = op.__name__.removeprefix('_foreach_')
-    rows = zip(tensors, *(a if isinstance(a, list) else repeat(a) for a in args))
+    rows = zip(tensors,
+               *(a if isinstance(a, list) else repeat(a) for a in args))
     if not name.endswith('_'):
         return [getattr(torch, name)(*row, **kw) for row in rows]
     for t, *rest in rows:  # in place; maximum has no in-place method
@@ -145,5 +147,6 @@ class _Quotient(TensorList):
     def tensors(self):
         if self.unread():
             a, b = self.parts
-            self._tensors = _foreach(torch._foreach_div, a.tensors, [b.tensors], {})
+            self._tensors = _foreach(torch._foreach_div, a.tensors,
+                                     [b.tensors], {})
         return self._tensors
