@@ -33,7 +33,7 @@ def test_a_nan_on_a_kernel_path_is_skipped_and_reported(late, monkeypatch):
     assert all(torch.equal(p, b) for p, b in zip(params, before)), 'the nan step must leave the parameters'
     assert all(torch.equal(v, state[k]) for k, v in opt.state[params[1]].items()), 'and the state'
     if late:
-        with pytest.raises(RuntimeError, match='the previous step had nan or inf gradients'):
+        with pytest.raises(RuntimeError, match='an earlier step had nan or inf gradients'):
             adam_steps(params, [[torch.randn_like(p) for p in params]], opt)
         assert all(torch.equal(p, b) for p, b in zip(params, before)), 'the raising step steps nothing'
     adam_steps(params, [[torch.randn_like(p) for p in params]], opt)  # reported once, then it steps on
@@ -47,7 +47,7 @@ def test_a_late_report_is_read_by_state_dict(monkeypatch):
     opt = Adam([p], lr=0.1)
     adam_steps([p], [[torch.ones(4)], [torch.ones(4)]], opt)
     adam_steps([p], [[torch.tensor([1.0, float('inf'), 1.0, 1.0])]], opt)
-    with pytest.raises(RuntimeError, match='the previous step had nan or inf'):
+    with pytest.raises(RuntimeError, match='an earlier step had nan or inf'):
         opt.state_dict()
     assert opt.state_dict()['state'][0]['step'] == 2  # read once; the skipped step is not counted
 
@@ -67,7 +67,7 @@ def test_the_default_check_on_cuda_adds_no_host_sync():
     before = [p.detach().clone() for p in params]
     adam_steps(params, [bad], opt)
     assert all(torch.equal(p, b) for p, b in zip(params, before))
-    with pytest.raises(RuntimeError, match='the previous step had nan or inf'):
+    with pytest.raises(RuntimeError, match='an earlier step had nan or inf'):
         adam_steps(params, [[torch.randn_like(p) for p in params]], opt)
 
 

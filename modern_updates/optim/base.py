@@ -173,7 +173,7 @@ UpdateRuleOptimizer.__setstate__ = _setstate
 # %% ../../nbs/00_optimizer_base.ipynb #3b82ff66
 def _state_dict(self):
     "torch's `state_dict`, after a late nan report (B.3) is read."
-    self._gradients.report_pending()
+    self._gradients.report_pending(wait=True)
     return torch.optim.Optimizer.state_dict(self)
 
 UpdateRuleOptimizer.state_dict = _state_dict

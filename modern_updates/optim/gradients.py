@@ -88,7 +88,7 @@ def _clip_unless(found, params, grads, max_norm, max_value):
         _scale_to_norm_(grads, max_norm, total)
 
 # %% ../../nbs/00c_gradients.ipynb #66c060fd
-REPORT_LATER = {'cuda'}  # device types whose flag the host reads a step late
+REPORT_LATER = {'cuda'}  # device types whose flag the host reads later
 
 
 class _Pending(NamedTuple):
@@ -107,9 +107,15 @@ def _copy_to_host(flag):
     return _Pending(flag.clone(), None)
 
 
+def _arrived(pending, wait=False):
+    "Whether the flag's copy is on the host (`wait`: once it is)."
+    if pending.ready is None: return True
+    if wait: pending.ready.synchronize()
+    return pending.ready.query()  # asks, without waiting
+
+
 def _read(pending):
-    "Whether the pending flag was 1: waits at most for its copy."
-    if pending.ready is not None: pending.ready.synchronize()
+    "Whether the pending flag, arrived, was 1."
     return bool(pending.host)
 
 # %% ../../nbs/00c_gradients.ipynb #d52077c2
@@ -138,7 +144,7 @@ class GradientPolicy:
     "The nan/inf check, clipping, the GradScaler handoff, and capture."
     def __init__(self, optimizer):
         self.optimizer = optimizer  # it reads its name and param_groups
-        self.pending = None   # a flag on its way to the host (REPORT_LATER)
+        self.pending = []     # flags on their way to the host (REPORT_LATER)
 
     owner = property(lambda self: type(self.optimizer).__name__)
     groups = property(lambda self: self.optimizer.param_groups)
@@ -149,10 +155,10 @@ class GradientPolicy:
         return tuple(map(first.__getitem__, (
             'nonfinite', 'max_grad_norm', 'max_grad_value')))
 
-    def report_pending(self):
-        "Raise (or count) for a step that a flag read late says was skipped."
-        pending, self.pending = self.pending, None
-        if pending is not None and _read(pending): self.found(late=True)
+    def report_pending(self, wait=False):
+        "Raise for a skipped step whose flag has arrived (`wait`: for all)."
+        while self.pending and _arrived(self.pending[0], wait):
+            if _read(self.pending.pop(0)): self.found(late=True)
 
     def prepare(self, gradients, kernel_device, scale=None, amp_found=None):
         "Check and clip the gradients for a step: a Verdict, what it does."
@@ -231,9 +237,9 @@ def _message(self, late=False):
               "with nonfinite='skip' (it counts them in `skipped_steps`); "
               "nonfinite='ignore' steps anyway, as torch.optim does")
     if late:
-        return (f'{self.owner}: the previous step had nan or inf gradients; '
-                'the kernels skipped it on the device, leaving the parameters '
-                f'and state as they were, and the host read it late. {advice}')
+        return (f'{self.owner}: an earlier step had nan or inf gradients; the '
+                'kernels skipped it on the device, leaving the parameters and '
+                f'state as they were, and the host read its flag later. {advice}')
     for i, group in enumerate(self.groups):
         for j, p in enumerate(group['params']):
             if p.grad is not None and _has_nonfinite([p.grad]):
@@ -260,7 +266,7 @@ def after_step(self, verdict):
     "Report the flag of a step the kernels skipped on the device, now or later."
     if not verdict.report: return
     if verdict.found.device.type in REPORT_LATER:
-        self.pending = _copy_to_host(verdict.found)
+        self.pending.append(_copy_to_host(verdict.found))
     elif bool(verdict.found): self.found()
 
 
