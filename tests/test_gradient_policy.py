@@ -86,3 +86,25 @@ def test_kernels_are_bound_to_their_rule_function_not_its_name():
     with pytest.raises(RuntimeError, match='no fused kernel for adam_direction'):
         SignAdam([p], lr=0.1, fused=True).step()
     SGD([p], lr=0.1).step()  # the registered rule still finds its kernel
+
+
+def test_a_flag_still_on_its_way_is_not_waited_for():
+    "A step reads only the flags whose copy has arrived (it asks, without waiting); state_dict waits for the rest."
+    from types import SimpleNamespace
+    from modern_updates.optim.gradients import GradientPolicy, _Pending
+
+    class Event:  # a CUDA event, as the copy's: done once synchronized
+        done, waited = False, 0
+        def query(self): return self.done
+        def synchronize(self): self.done, self.waited = True, self.waited + 1
+
+    groups = [dict(params=[], nonfinite='raise', max_grad_norm=None, max_grad_value=None, skipped_steps=0,
+                   capturable=False)]
+    policy = GradientPolicy(SimpleNamespace(param_groups=groups))
+    event = Event()
+    policy.pending += [_Pending(torch.tensor(0.0), None), _Pending(torch.tensor(1.0), event)]
+    policy.report_pending()  # the first has arrived (fine); the second is on its way: kept, not waited for
+    assert len(policy.pending) == 1 and event.waited == 0
+    with pytest.raises(RuntimeError, match='an earlier step had nan or inf'):
+        policy.report_pending(wait=True)
+    assert not policy.pending and event.waited == 1
