@@ -238,7 +238,8 @@ def _message(self, late=False):
     if late:
         return (f'{self.owner}: an earlier step had nan or inf gradients; the '
                 'kernels skipped it on the device, leaving the parameters and '
-                f'state as they were, and the host read its flag later. {advice}')
+                'state as they were, and the host read its flag later. '
+                + advice)
     for i, group in enumerate(self.groups):
         for j, p in enumerate(group['params']):
             if p.grad is not None and _has_nonfinite([p.grad]):
